@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite: TLS material, free ports, waiting."""
