@@ -1,0 +1,1 @@
+"""Sign-in and tokens at the identity provider (Microsoft identity platform v2.0)."""

@@ -1,0 +1,476 @@
+"""Raw RFC 5322 bytes -> what ingestion needs: headers to dedup/thread/route, body, attachments.
+
+Two levels because ingestion speed matters: ``parse_headers`` reads only the header block (what a
+poll needs to decide whether a mail is new and where it goes), ``parse_message`` additionally
+splits the MIME tree once and decodes body and attachments. Both work on bytes with explicit,
+lenient decoding instead of ``email.policy.default`` (several times slower, and strict where real
+mail is not), and neither raises on any input: problems end up in ``ParsedMail.notes``.
+"""
+from __future__ import annotations
+
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .charsets import decode_text
+from .headers import (
+    Headers,
+    decode_words,
+    fold_ws,
+    lazy_hints,
+    parse_address_list,
+    parse_date,
+    parse_fields,
+    parse_msgids,
+    parse_params,
+    split_header_block,
+)
+from .htmltext import html_to_text
+from .mime import Entity, decode_body, extract_uu_blocks, parse_entity, uudecode
+
+__all__ = ["Address", "MailHeaders", "Part", "ParsedMail", "parse_headers", "parse_message",
+           "DEFAULT_MAX_SIZE"]
+
+DEFAULT_MAX_SIZE = 36 * 1024 * 1024  # Exchange Online's default receive limit
+
+
+@dataclass(frozen=True)
+class Address:
+    address: str  # lowercased
+    name: str     # decoded display name, "" if none
+
+
+@dataclass(frozen=True)
+class MailHeaders:
+    """Enough to dedup, thread and route a mail; cheap to compute."""
+
+    message_id: str | None        # "<...>" form, None if absent or garbage
+    in_reply_to: list[str]
+    references: list[str]
+    subject: str                  # encoded words decoded, whitespace folded, "" if none
+    from_: Address | None         # From; if unusable, Sender, then Reply-To
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    date: datetime | None         # aware UTC, None if missing or unparseable
+    auto_submitted: bool          # never trigger anything automatic (auto-replies, lists, bounces)
+    is_bounce: bool               # delivery status notification or mailer-daemon
+    x_loop: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class Part:
+    filename: str
+    content_type: str             # lowercased "type/subtype", no parameters
+    data: bytes                   # transfer encoding undone, otherwise as sent
+    content_id: str | None        # without angle brackets
+    inline: bool
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    headers: MailHeaders
+    body_text: str                # text/plain, else text derived from the HTML; \n line breaks
+    body_html: str | None         # HTML as sent (unsanitised, line breaks as \n), None if none
+    attachments: list[Part]
+    notes: list[str] = field(default_factory=list)
+
+
+# --- Headers -----------------------------------------------------------------------------------
+
+def parse_headers(raw: bytes) -> MailHeaders:
+    """Headers only: the fast path for polling. Never raises; garbage yields empty fields."""
+    raw = _as_bytes(raw)
+    try:
+        block, _ = split_header_block(raw)
+        return _mail_headers(Headers(parse_fields(block), lazy_hints(raw)), len(raw))
+    except Exception:  # noqa: BLE001 - contract: never raise on input
+        return _empty_headers(len(raw))
+
+
+def _empty_headers(size: int) -> MailHeaders:
+    return MailHeaders(None, [], [], "", None, [], [], [], None, False, False, None, size)
+
+
+def _addresses(headers: Headers, name: str) -> list[Address]:
+    text = _joined(headers, name, ", ")
+    return [Address(addr, nm) for addr, nm in parse_address_list(text)] if text else []
+
+
+def _sender(h: Headers) -> Address | None:
+    """From; without a usable one, Sender, then Reply-To (where a reply would go anyway).
+
+    Within a field, the first entry that looks like an address (has an @) wins over garbage such
+    as ``From: [??????]`` placed before the real From by a spam relay.
+    """
+    for name in ("from", "sender", "reply-to"):
+        found = _addresses(h, name)
+        for addr in found:
+            if "@" in addr.address:
+                return addr
+        if found:
+            return found[0]
+    return None
+
+
+def _joined(headers: Headers, name: str, sep: str = " ") -> str:
+    """All occurrences of a field as one text (some senders repeat To or References)."""
+    return sep.join(headers.texts(name))
+
+
+def _mail_headers(h: Headers, size: int) -> MailHeaders:
+    message_ids = parse_msgids(h.text("message-id"))
+    from_ = _sender(h)
+    is_bounce = _is_bounce(h, from_)
+    x_loop = h.decoded("x-loop")
+    return MailHeaders(
+        message_id=message_ids[0] if message_ids else None,
+        in_reply_to=parse_msgids(h.text("in-reply-to")),
+        references=parse_msgids(_joined(h, "references")),
+        subject=h.decoded("subject") or "",
+        from_=from_,
+        reply_to=_addresses(h, "reply-to"),
+        to=_addresses(h, "to"),
+        cc=_addresses(h, "cc"),
+        date=parse_date(h.text("date")),
+        auto_submitted=is_bounce or _is_automatic(h),
+        is_bounce=is_bounce,
+        x_loop=x_loop or None,
+        size=size,
+    )
+
+
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply", "auto-reply"})
+_FALSY = frozenset({"", "no", "false", "0", "none"})
+# Header present (with a value other than no/false) -> sent by a machine.
+_AUTOMATIC_FLAGS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-autogenerated",
+                    "x-auto-response-suppress", "x-cron-env")
+
+
+def _is_automatic(h: Headers) -> bool:
+    """Loop protection (RFC 3834 and the de-facto headers of Exchange, Postfix, list servers)."""
+    auto = h.text("auto-submitted")
+    if auto is not None and auto.split(";", 1)[0].strip().lower() not in ("no", ""):
+        return True
+    for name in ("precedence", "x-precedence"):
+        value = h.text(name)
+        if value is not None and value.strip().lower() in _BULK_PRECEDENCE:
+            return True
+    if "list-id" in h or "x-loop" in h:
+        return True
+    for name in _AUTOMATIC_FLAGS:
+        value = h.text(name)
+        if value is not None and value.strip().lower() not in _FALSY:
+            return True
+    ctype, params = parse_params(h.text("content-type") or "")
+    return ctype == "multipart/report"  # read receipts and other reports
+
+
+def _is_bounce(h: Headers, from_: Address | None) -> bool:
+    ctype, params = parse_params(h.text("content-type") or "")
+    if ctype == "multipart/report" and params.get("report-type", "").lower() == "delivery-status":
+        return True
+    if from_ is not None and from_.address.split("@", 1)[0] in ("mailer-daemon", "postmaster"):
+        return True
+    return_path = h.text("return-path")
+    if return_path is not None and return_path.replace(" ", "") in ("<>", ""):
+        return True
+    return "x-failed-recipients" in h
+
+
+# --- Full parse --------------------------------------------------------------------------------
+
+def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail:
+    """Headers, body and attachments, in one pass over the bytes. Never raises.
+
+    Mails over ``max_size`` get headers and a note only, so one huge mail cannot exhaust memory.
+    """
+    raw = _as_bytes(raw)
+    notes: list[str] = []
+    try:
+        block, offset = split_header_block(raw)
+        hints = lazy_hints(raw)
+        headers = Headers(parse_fields(block), hints)
+        mail_headers = _mail_headers(headers, len(raw))
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"headers could not be parsed ({type(exc).__name__})")
+        return ParsedMail(_empty_headers(len(raw)), decode_text(raw, None), None, [], notes)
+    if len(raw) > max_size:
+        notes.append(f"message exceeds the {_megabytes(max_size)} limit: "
+                     "body and attachments not imported")
+        return ParsedMail(mail_headers, "", None, [], notes)
+    try:
+        root = parse_entity(raw, hints, headers=headers, body_offset=offset)
+        walker = _Walker(notes)
+        pieces = walker.walk(root)
+        body_text, body_html = _assemble(pieces)
+        return ParsedMail(mail_headers, body_text, body_html, walker.attachments, notes)
+    except Exception as exc:  # noqa: BLE001 - last resort: keep the text, say what happened
+        notes.append(f"MIME structure could not be parsed ({type(exc).__name__}): "
+                     "raw body kept as text")
+        return ParsedMail(mail_headers, _newlines(decode_text(raw[offset:], None)), None, [], notes)
+
+
+def _as_bytes(raw: object) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, (bytearray, memoryview)):
+        return bytes(raw)
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _megabytes(size: int) -> str:
+    mb = size / (1024 * 1024)
+    return f"{mb:.0f} MB" if mb >= 1 else f"{size} bytes"
+
+
+@dataclass
+class _Piece:
+    """One displayable unit of the body, with its plain and/or HTML rendering."""
+
+    plain: str | None
+    html: str | None
+
+
+def _assemble(pieces: list[_Piece]) -> tuple[str, str | None]:
+    texts: list[str] = []
+    htmls: list[str] = []
+    for piece in pieces:
+        if piece.plain is not None and piece.plain.strip():
+            texts.append(piece.plain)
+        elif piece.html:
+            texts.append(html_to_text(piece.html))
+        if piece.html is not None:
+            htmls.append(piece.html)
+    body_text = "\n".join(t.strip("\n") for t in texts if t.strip())
+    return body_text, ("\n".join(htmls) if htmls else None)
+
+
+_HTML_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""",
+                              re.I)
+
+
+class _Walker:
+    """Walks the entity tree once, collecting body pieces and attachments in document order."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+        self.attachments: list[Part] = []
+
+    def walk(self, entity: Entity) -> list[_Piece]:
+        if entity.ctype.startswith("multipart/") and not entity.unsplit:
+            if not entity.children and entity.body.strip():
+                if "boundary" in entity.params:
+                    return []  # only delimiters, no content
+                self._attach(entity)
+                return []
+            if entity.ctype == "multipart/alternative":
+                return self._alternative(entity)
+            if entity.ctype == "multipart/related":
+                return self._related(entity)
+            pieces: list[_Piece] = []
+            for child in entity.children:
+                pieces += self.walk(child)
+            return pieces
+        return self._leaf(entity)
+
+    def _alternative(self, entity: Entity) -> list[_Piece]:
+        options = [self.walk(child) for child in entity.children]
+        plain = html = None
+        for pieces in options:
+            text = "\n".join(p.plain for p in pieces if p.plain is not None)
+            if text.strip():
+                plain = text
+                break
+        for pieces in reversed(options):
+            markup = [p.html for p in pieces if p.html is not None]
+            if markup:
+                html = "\n".join(markup)
+                break
+        return [_Piece(plain, html)] if plain is not None or html is not None else []
+
+    def _related(self, entity: Entity) -> list[_Piece]:
+        children = entity.children
+        if not children:
+            return []
+        root = 0
+        start = entity.params.get("start", "").strip().strip("<>")
+        if start:
+            for i, child in enumerate(children):
+                if _content_id(child) == start:
+                    root = i
+                    break
+        pieces = self.walk(children[root])
+        for i, child in enumerate(children):
+            if i == root:
+                continue
+            if child.ctype.startswith("multipart/") and child.children:
+                pieces += self.walk(child)
+            else:
+                self._attach(child)
+        return pieces
+
+    def _leaf(self, entity: Entity) -> list[_Piece]:
+        ctype = entity.ctype
+        if entity.unsplit:
+            self.notes.append(f"{ctype} without its boundary in the body: content taken as text")
+            ctype = "text/plain"
+        disposition, dparams = entity.disposition
+        if (ctype in ("text/plain", "text/html") and disposition != "attachment"
+                and not entity.broken and not _raw_filename(entity, dparams)):
+            data = decode_body(entity, self.notes)
+            charset = entity.params.get("charset")
+            if ctype == "text/plain":
+                data, files = extract_uu_blocks(data)
+                for name, payload in files:
+                    self._add_file(name, payload)
+                text = _newlines(decode_text(data, charset, self.notes))
+                if entity.params.get("format", "").lower() == "flowed":
+                    text = unflow(text, entity.params.get("delsp", "").lower() == "yes")
+                return [_Piece(text, None)]
+            if not charset:
+                m = _HTML_CHARSET_RE.search(data, 0, 4096)
+                charset = m.group(1).decode("ascii") if m else None
+            return [_Piece(None, _newlines(decode_text(data, charset, self.notes)))]
+        self._attach(entity)
+        return []
+
+    def _attach(self, entity: Entity) -> None:
+        disposition, dparams = entity.disposition
+        data = decode_body(entity, self.notes)
+        ctype = entity.ctype
+        filename = _clean_filename(_raw_filename(entity, dparams), self.notes)
+        if not filename and entity.cte in ("xuuencode", "uuencode", "xuue", "uue"):
+            filename = _clean_filename(uudecode(entity.body)[0] or "", self.notes)
+        content_id = _content_id(entity)
+        inline = disposition == "inline" or (disposition == "" and content_id is not None)
+        if not filename:
+            if ctype in ("message/rfc822", "message/global"):
+                filename = _eml_name(data, self.notes)
+            else:
+                filename = default_filename(ctype, inline)
+        if entity.broken:
+            raw_type = entity.headers.text("content-type") or ""
+            self.notes.append(f"part with unparseable Content-Type {fold_ws(raw_type)[:80]!r} "
+                              f"kept as attachment {filename!r}")
+        self.attachments.append(Part(filename, ctype, data, content_id, inline))
+
+    def _add_file(self, name: str, data: bytes) -> None:
+        filename = _clean_filename(name, self.notes) or "attachment.bin"
+        ctype = mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+        self.attachments.append(Part(filename, ctype, data, None, False))
+
+
+def _raw_filename(entity: Entity, dparams: dict[str, str]) -> str:
+    return dparams.get("filename") or entity.params.get("name") or ""
+
+
+def _content_id(entity: Entity) -> str | None:
+    value = entity.headers.text("content-id")
+    if value is None:
+        return None
+    value = "".join(value.split()).strip("<>")
+    return value or None
+
+
+_PATH_SEP_RE = re.compile(r"[\\/]")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean_filename(name: str, notes: list[str] | None = None) -> str:
+    """Decode encoded words, drop directories and control characters, cap the length."""
+    if not name:
+        return ""
+    name = decode_words(name, notes)
+    name = _PATH_SEP_RE.split(name)[-1]
+    name = fold_ws(_CONTROL_RE.sub("", name))
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[:190] + dot + ext[:9]) if dot and len(ext) <= 9 else name[:200]
+    return name
+
+
+def _eml_name(data: bytes, notes: list[str]) -> str:
+    """Attached mails are named after their subject, as mail clients do."""
+    try:
+        block, _ = split_header_block(data)
+        subject = Headers(parse_fields(block), lazy_hints(data)).decoded("subject") or ""
+    except Exception:  # noqa: BLE001
+        subject = ""
+    subject = _clean_filename(subject.replace("/", "-").replace("\\", "-"), notes)[:150]
+    return f"{subject}.eml" if subject else "forwarded-message.eml"
+
+
+_SPECIAL_NAMES = {
+    "message/delivery-status": "delivery-status.txt",
+    "message/global-delivery-status": "delivery-status.txt",
+    "message/disposition-notification": "disposition-notification.txt",
+    "text/rfc822-headers": "message-headers.txt",
+    "message/rfc822-headers": "message-headers.txt",
+    "application/ms-tnef": "winmail.dat",
+    "application/vnd.ms-tnef": "winmail.dat",
+    "text/calendar": "invite.ics",
+    "application/pgp-signature": "signature.asc",
+    "application/pgp-encrypted": "pgp-encrypted.asc",
+    "application/pkcs7-signature": "smime.p7s",
+    "application/x-pkcs7-signature": "smime.p7s",
+    "application/pkcs7-mime": "smime.p7m",
+    "application/x-pkcs7-mime": "smime.p7m",
+}
+_EXTENSIONS = {
+    "application/octet-stream": ".bin", "text/plain": ".txt", "text/html": ".html",
+    "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/pjpeg": ".jpg", "image/png": ".png",
+    "image/gif": ".gif", "image/bmp": ".bmp", "image/webp": ".webp", "image/tiff": ".tif",
+    "image/svg+xml": ".svg", "application/pdf": ".pdf", "application/zip": ".zip",
+    "message/rfc822": ".eml", "text/csv": ".csv", "application/msword": ".doc",
+    "application/vnd.ms-excel": ".xls", "video/quicktime": ".mov", "audio/mpeg": ".mp3",
+}
+
+
+def default_filename(ctype: str, inline: bool) -> str:
+    """A name for a part that has none: ``attachment.pdf``, ``inline-image.png``, ..."""
+    if ctype in _SPECIAL_NAMES:
+        return _SPECIAL_NAMES[ctype]
+    ext = _EXTENSIONS.get(ctype) or mimetypes.guess_extension(ctype, strict=False) or ".bin"
+    stem = "inline-image" if inline and ctype.startswith("image/") else "attachment"
+    return stem + ext
+
+
+def _newlines(text: str) -> str:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+_QUOTE_RE = re.compile(r"^(>+)")
+
+
+def unflow(text: str, delsp: bool = False) -> str:
+    """Undo RFC 3676 format=flowed soft line breaks (lines ending in a space continue)."""
+    out: list[str] = []
+    para: list[str] = []
+    para_depth = -1
+    for line in text.split("\n"):
+        m = _QUOTE_RE.match(line)
+        depth = len(m.group(1)) if m else 0
+        content = line[depth:]
+        if content.startswith(" "):
+            content = content[1:]  # space-stuffing
+        if para and depth != para_depth:
+            out.append(">" * para_depth + (" " if para_depth else "") + "".join(para))
+            para = []
+        soft = content.endswith(" ") and content != "-- "
+        if soft and delsp:
+            content = content[:-1]
+        para.append(content)
+        para_depth = depth
+        if not soft:
+            out.append(">" * depth + (" " if depth and content else "") + "".join(para))
+            para = []
+    if para:
+        out.append(">" * para_depth + (" " if para_depth else "") + "".join(para))
+    return "\n".join(out)

@@ -1,0 +1,232 @@
+"""One mailbox's sync: fetch new UIDs in batches, import each mail, remember how far we got.
+
+Crash safety comes from the order of writes: the articles of a batch and the new `last_uid` are
+committed in one transaction, the post-import action (mark read, move, delete) runs only after that
+commit, and Message-ID dedup makes any re-fetch harmless. A mail that fails three times is
+quarantined with its raw bytes so the sync moves on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import accounts, tickets
+from .identity.microsoft import IdentityError
+from .mail.imap import ImapError, ImapMailbox
+from .mail.parse import parse_message
+from .models import Account, ImportFailure, utcnow
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+
+
+class SyncError(Exception):
+    """A pass could not run; `message` is for people, `retry_after` in seconds, `reconnect` if tokens are gone."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, reconnect: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.reconnect = reconnect
+
+
+@dataclass
+class PassResult:
+    imported: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    ticket_ids: set[int] = field(default_factory=set)
+
+    def summary(self) -> str:
+        return (f"{self.imported} imported, {self.duplicates} already known, {self.ignored} ignored, "
+                f"{self.quarantined} quarantined, {self.failed} to retry")
+
+
+class AccountSync:
+    """Keeps one IMAP connection for one mailbox across passes (log in once, then IDLE)."""
+
+    def __init__(self, rt: Runtime, account_id: int,
+                 mailbox_factory: Callable[..., ImapMailbox] = ImapMailbox) -> None:
+        self.rt = rt
+        self.account_id = account_id
+        self.mailbox_factory = mailbox_factory
+        self.mailbox: ImapMailbox | None = None
+        self.folder: str | None = None
+
+    # -- connection ----------------------------------------------------------------------------------
+    def connect(self, session: Session, account: Account) -> ImapMailbox:
+        identity = self.rt.identity(session)
+        if identity is None:
+            raise SyncError("The Microsoft 365 app is not registered: an admin must register it first.",
+                            retry_after=60)
+        try:
+            token = accounts.mail_access_token(session, self.rt.vault, identity, account)
+        except IdentityError as exc:
+            raise SyncError(exc.explained.message, reconnect=exc.needs_reconnect,
+                            retry_after=None if exc.needs_reconnect else 30) from None
+        ms = self.rt.settings.microsoft
+        try:
+            mailbox = self.mailbox_factory(ms.imap_host, ms.imap_port, self.rt.settings.ca_bundle)
+            mailbox.login(account.address, token)
+        except ImapError as exc:
+            raise SyncError(str(exc), retry_after=exc.retry_after) from None
+        self.mailbox = mailbox
+        self.folder = None
+        return mailbox
+
+    def close(self) -> None:
+        if self.mailbox is not None:
+            self.mailbox.close()
+            self.mailbox = None
+
+    # -- one pass --------------------------------------------------------------------------------------
+    def run_pass(self) -> PassResult:
+        """Import everything new; raises SyncError for failures of the whole pass."""
+        with self.rt.db.sessionmaker() as session:
+            account = session.get(Account, self.account_id)
+            if account is None or account.status in ("disabled", "needs_reconnect") or not account.token_cache_enc:
+                raise SyncError("The mailbox is not connected.", reconnect=account is not None
+                                and account.status == "needs_reconnect")
+            try:
+                if self.mailbox is None:
+                    self.connect(session, account)
+                result = self._import_new(session, account)
+            except SyncError:
+                self.close()
+                raise
+            except ImapError as exc:
+                self.close()
+                raise SyncError(str(exc), retry_after=exc.retry_after) from None
+            except (OSError, EOFError) as exc:
+                self.close()
+                raise SyncError(f"The IMAP connection broke ({type(exc).__name__}); reconnecting.") from None
+            except Exception as exc:  # imaplib.abort and friends
+                if type(exc).__module__.startswith(("imaplib", "imapclient")):
+                    self.close()
+                    raise SyncError(f"The IMAP server answered unexpectedly ({type(exc).__name__}: {exc}).") \
+                        from None
+                raise
+            account.status = "connected"
+            account.last_error = None
+            account.last_sync_at = utcnow()
+            account.failure_count = 0
+            account.next_attempt_at = None
+            session.commit()
+            return result
+
+    def _import_new(self, session: Session, account: Account) -> PassResult:
+        mailbox = self.mailbox
+        state = mailbox.select(account.folder)
+        self.folder = account.folder
+        if account.uidvalidity != state.uidvalidity:
+            if account.uidvalidity is not None:
+                log.warning("%s: UIDVALIDITY changed (%s -> %s); re-reading the folder, dedup by Message-ID",
+                            account.address, account.uidvalidity, state.uidvalidity)
+            account.uidvalidity = state.uidvalidity
+            account.last_uid = 0
+            session.commit()
+        uids = mailbox.uids_after(account.last_uid)
+        result = PassResult()
+        if not uids:
+            return result
+        batch_size = max(1, self.rt.settings.mail.fetch_batch_size)
+        account.sync_total, account.sync_done = len(uids), 0
+        session.commit()
+        blocked = False  # a mail to retry stops last_uid from moving past it
+        for start in range(0, len(uids), batch_size):
+            batch = uids[start:start + batch_size]
+            done_uids: list[int] = []
+            for uid, raw in mailbox.fetch(batch):
+                outcome = self._import_one(session, account, uid, raw, result)
+                if outcome == "retry":
+                    blocked = True
+                    continue
+                done_uids.append(uid)
+                if not blocked:
+                    account.last_uid = uid
+            if not blocked:
+                account.last_uid = max(account.last_uid, batch[-1])  # vanished mails count as done
+            account.sync_done = min(len(uids), start + len(batch))
+            session.commit()
+            self._after_import(account, done_uids)
+        return result
+
+    def _import_one(self, session: Session, account: Account, uid: int, raw: bytes, result: PassResult) -> str:
+        try:
+            with session.begin_nested():
+                parsed = parse_message(raw, max_size=self.rt.settings.mail.max_message_bytes)
+                ingested = tickets.ingest(session, account, raw, parsed, uid)
+        except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the mailbox
+            return self._record_failure(session, account, uid, raw, exc, result)
+        if ingested.outcome == "duplicate":
+            result.duplicates += 1
+        elif ingested.outcome == "ignored":
+            result.ignored += 1
+        else:
+            result.imported += 1
+            result.ticket_ids.add(ingested.ticket_id)
+        return ingested.outcome
+
+    def _record_failure(self, session: Session, account: Account, uid: int, raw: bytes, exc: Exception,
+                        result: PassResult) -> str:
+        log.warning("%s: UID %s failed to import: %s: %s", account.address, uid, type(exc).__name__, exc)
+        row = session.scalar(select(ImportFailure).where(ImportFailure.account_id == account.id,
+                                                         ImportFailure.uidvalidity == account.uidvalidity,
+                                                         ImportFailure.uid == uid))
+        if row is None:
+            row = ImportFailure(account_id=account.id, uidvalidity=account.uidvalidity, uid=uid, attempts=0)
+            session.add(row)
+        row.attempts += 1
+        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        row.updated_at = utcnow()
+        if row.attempts >= MAX_ATTEMPTS:
+            row.quarantined = True
+            row.raw_sha256 = tickets.store_blob(session, raw)
+            result.quarantined += 1
+            log.error("%s: UID %s quarantined after %s attempts", account.address, uid, row.attempts)
+            return "quarantined"
+        result.failed += 1
+        return "retry"
+
+    def _after_import(self, account: Account, uids: list[int]) -> None:
+        """The account's post-import action, only for mails whose import is committed."""
+        if not uids or account.post_import_action == "keep":
+            return
+        try:
+            if account.post_import_action == "mark_read":
+                self.mailbox.mark_read(uids)
+            elif account.post_import_action == "move" and account.move_to_folder:
+                self.mailbox.move(uids, account.move_to_folder)
+            elif account.post_import_action == "delete":
+                self.mailbox.delete(uids)
+        except Exception as exc:  # noqa: BLE001 - the mail is imported; the action is retried by the user
+            log.warning("%s: post-import action %s failed: %s", account.address, account.post_import_action, exc)
+
+    # -- waiting for new mail --------------------------------------------------------------------------
+    def wait_for_mail(self, timeout: float, should_stop: Callable[[], bool], use_idle: bool,
+                      idle_slice: float = 1.0) -> bool:
+        """Block until the server reports new mail (IDLE), `timeout` passes, or `should_stop()`.
+
+        Returns True if the server reported something. Without IDLE, just waits (polling).
+        """
+        deadline = time.monotonic() + timeout
+        if not use_idle or self.mailbox is None or not self.mailbox.supports_idle():
+            while time.monotonic() < deadline and not should_stop():
+                time.sleep(min(idle_slice, max(0.0, deadline - time.monotonic())))
+            return False
+        mailbox = self.mailbox
+        mailbox.idle_start()
+        try:
+            while time.monotonic() < deadline and not should_stop():
+                if mailbox.idle_wait(min(idle_slice, max(0.05, deadline - time.monotonic()))):
+                    return True
+            return False
+        finally:
+            mailbox.idle_stop()

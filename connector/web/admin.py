@@ -1,0 +1,102 @@
+"""Admin pages: the Microsoft 365 app registration, and the people who use connector."""
+from __future__ import annotations
+
+from flask import Blueprint, Flask, flash, redirect, render_template, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import DateField, EmailField, PasswordField, SelectField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, Optional
+
+from .. import registration, users
+from ..identity.microsoft import CONNECT_SCOPES, IdentityError
+from ..models import User
+from .context import db, runtime
+from .security import admin_required
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+PERMISSIONS = [
+    ("Microsoft Graph", "offline_access", "Maintain access to data you have given it access to"),
+    ("Microsoft Graph", "openid", "Sign users in"),
+    ("Microsoft Graph", "profile", "View users' basic profile"),
+    ("Microsoft Graph", "email", "View users' email address"),
+    ("Office 365 Exchange Online", "IMAP.AccessAsUser.All", "Read and write access to mailboxes via IMAP"),
+    ("Office 365 Exchange Online", "SMTP.Send", "Send emails from mailboxes using SMTP AUTH"),
+]
+
+
+class RegistrationForm(FlaskForm):
+    client_id = StringField("Client ID", validators=[DataRequired(), Length(max=100)])
+    tenant = StringField("Tenant ID", validators=[DataRequired(), Length(max=255)])
+    client_secret = PasswordField("Client secret", validators=[Length(max=500)])
+    secret_expires_on = DateField("Secret expires on", validators=[Optional()])
+    submit = SubmitField("Save")
+
+
+class NewUserForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    role = SelectField("Role", choices=[("agent", "Agent"), ("admin", "Admin")])
+    password = PasswordField("Password", validators=[DataRequired(), Length(min=users.MIN_PASSWORD, max=1000)])
+    submit = SubmitField("Add user")
+
+
+@bp.route("/microsoft", methods=["GET", "POST"])
+@admin_required
+def microsoft():
+    rt = runtime()
+    session = db()
+    form = RegistrationForm()
+    error = None
+    status = 200
+    if form.validate_on_submit():
+        try:
+            registration.save(session, rt.settings, rt.vault, client_id=form.client_id.data, tenant=form.tenant.data,
+                              client_secret=form.client_secret.data, secret_expires_on=form.secret_expires_on.data,
+                              by=current_user.email)
+        except registration.RegistrationInputError as exc:
+            getattr(form, exc.field).errors.append(str(exc))
+            status = 400
+        except IdentityError as exc:
+            session.rollback()
+            error = exc.explained.message
+            status = 400
+        else:
+            session.commit()
+            flash("Saved. Microsoft accepted the app registration.", "success")
+            return redirect(url_for(".microsoft"))
+    elif form.is_submitted():
+        status = 400
+    current = registration.view(session, rt.settings)
+    if not form.is_submitted() and current is not None:
+        form.client_id.data, form.tenant.data = current.client_id, current.tenant
+    return render_template("admin/microsoft.html", form=form, current=current, error=error,
+                           callback_url=rt.settings.callback_url, permissions=PERMISSIONS,
+                           scopes=" ".join(["offline_access", "openid", "profile"] + CONNECT_SCOPES),
+                           authority_host=rt.settings.microsoft.authority_host), status
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@admin_required
+def user_list():
+    session = db()
+    form = NewUserForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = users.create_user(session, form.email.data, form.password.data, form.role.data)
+        except users.UserError as exc:
+            form.email.errors.append(str(exc))
+            status = 400
+        else:
+            session.commit()
+            flash(f"Added {user.email} as {user.role}.", "success")
+            return redirect(url_for(".user_list"))
+    elif form.is_submitted():
+        status = 400
+    people = session.scalars(select(User).order_by(User.email)).all()
+    return render_template("admin/users.html", form=form, people=people), status
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

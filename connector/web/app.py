@@ -1,0 +1,76 @@
+"""Builds the Flask app: settings, database, security, blueprints."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from ..crypto import flask_secret_key
+from ..runtime import Runtime, configure_logging
+from . import accounts, admin, api, auth, security, tickets
+
+log = logging.getLogger(__name__)
+csrf = CSRFProtect()
+
+
+def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | None = None) -> Flask:
+    configure_logging()
+    overrides = dict(overrides or {})
+    flask_config = overrides.pop("flask", {})
+    runtime = runtime or Runtime.create(overrides)
+    settings = runtime.settings
+    app = Flask("connector", template_folder="templates", static_folder="static",
+                root_path=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    app.config.update(
+        SECRET_KEY=flask_secret_key(settings.data_path, settings.app.secret_key),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.app.base_url.startswith("https://"),
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=settings.app.base_url.startswith("https://"),
+        WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, so long-open forms still work
+        MAX_CONTENT_LENGTH=40 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(flask_config)
+    app.extensions["connector"] = runtime
+
+    csrf.init_app(app)
+    security.init_app(app)
+    for module in (auth, admin, accounts, tickets, api):
+        module.init_app(app)
+    csrf.exempt(api.bp)
+
+    @app.teardown_appcontext
+    def _close_session(exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            if exc is not None:
+                session.rollback()
+            session.close()
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc: CSRFError):
+        return render_template("error.html", title="The form expired",
+                               message="This form was open too long or came from another site (CSRF check failed): "
+                                       "reload the page and submit it again."), 400
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if request.path.startswith("/api/"):
+            return jsonify(error=exc.name.lower().replace(" ", "_"), detail=exc.description), exc.code
+        return render_template("error.html", title=f"{exc.code} {exc.name}", message=exc.description), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        if request.path.startswith("/api/"):
+            return jsonify(error="internal_error", detail="Something went wrong on the server; it was logged."), 500
+        return render_template("error.html", title="Something went wrong",
+                               message="The server hit an unexpected error; it was logged. Try again, and tell "
+                                       "your admin if it persists."), 500
+
+    return app

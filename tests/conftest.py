@@ -1,0 +1,176 @@
+"""Fixtures: real servers (test IdP over HTTPS, Dovecot, SMTP) for the session; an app per test.
+
+Like flaskr's conftest: `app`, `client`, `runner`; plus factories for organisations (a tenant and an
+app registration at the test IdP) and people.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector import create_app
+from connector.runtime import Runtime
+from connector import users
+from tests.idp import IdentityProvider
+from tests.support.app import PASSWORD, Org
+from tests.support.tls import TestCA
+
+TEST_BASE_URL = "http://localhost"
+SHARED_MAILBOXES = ("shared@contoso.test", "support@contoso.test")
+_counter = itertools.count(1)
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a real part is missing on a developer machine; fail in CI, where nothing may be skipped."""
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set: install it; scripts/test does)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def idp(ca):
+    with IdentityProvider(ca) as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def dovecot(ca, idp, tmp_path_factory):
+    from tests.servers.dovecot import DovecotServer, dovecot_available
+
+    require(dovecot_available(), "Dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
+    server = DovecotServer(tmp_path_factory.mktemp("dovecot"), ca, f"{idp.url}/introspect",
+                           shared_mailboxes=SHARED_MAILBOXES)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server(ca, idp, dovecot):
+    from tests.servers.smtp import SmtpServer
+
+    server = SmtpServer(ca, f"{idp.url}/introspect", deliver=dovecot.deliver,
+                        save_sent=lambda login, raw: dovecot.deliver(login, raw, folder="Sent"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def org(idp) -> Org:
+    """A fresh tenant with a single-tenant app whose callback is the test client's."""
+    n = next(_counter)
+    domain = f"org{n}.test"
+    tenant = idp.add_tenant(domain)
+    secret = f"secret-{n}-value"
+    app = idp.add_app(tenant, secret=secret, redirect_uris=[f"{TEST_BASE_URL}/auth/microsoft/callback"])
+    return Org(idp, tenant, app, secret, domain)
+
+
+@pytest.fixture
+def app_config(tmp_path, idp, ca) -> dict:
+    return {
+        "app": {"base_url": TEST_BASE_URL, "data_dir": str(tmp_path / "instance")},
+        "database": {"url": f"sqlite:///{tmp_path / 'instance' / 'connector.db'}"},
+        "microsoft": {"authority_host": idp.url},
+        "tls": {"ca_bundle": str(ca.ca_path)},
+    }
+
+
+@pytest.fixture
+def make_app(app_config):
+    """Build an app with extra overrides (e.g. the mail servers); the database is migrated."""
+    def build(**sections):
+        config = {k: dict(v) for k, v in app_config.items()}
+        for section, values in sections.items():
+            config.setdefault(section, {}).update(values)
+        rt = Runtime.create(config)
+        rt.db.migrate()
+        from connector.web.app import build_app
+
+        application = build_app(runtime=rt, overrides={"flask": {"TESTING": True}})
+        return application
+    return build
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def mail_config(dovecot, smtp_server) -> dict:
+    return {"microsoft": {"imap_host": "127.0.0.1", "imap_port": dovecot.imap_port,
+                          "smtp_host": "127.0.0.1", "smtp_port": smtp_server.port}}
+
+
+@pytest.fixture
+def mail_app(make_app, mail_config):
+    return make_app(**mail_config)
+
+
+@pytest.fixture
+def rt(app) -> Runtime:
+    return app.extensions["connector"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app_config, tmp_path):
+    """Runs the `connector` CLI against the same database as `app`, configured by environment."""
+    env = {
+        "CONNECTOR_CONFIG": str(tmp_path / "absent-is-fine.toml"),
+        "CONNECTOR_APP_DATA_DIR": app_config["app"]["data_dir"],
+        "CONNECTOR_DATABASE_URL": app_config["database"]["url"],
+        "CONNECTOR_MICROSOFT_AUTHORITY_HOST": app_config["microsoft"]["authority_host"],
+        "CONNECTOR_TLS_CA_BUNDLE": app_config["tls"]["ca_bundle"],
+    }
+    (tmp_path / "absent-is-fine.toml").write_text("")
+    from connector.cli import main
+
+    class Runner:
+        def invoke(self, *args, input=None):
+            return CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+    return Runner()
+
+
+@pytest.fixture
+def make_user(app):
+    """Create a person in the app: make_user("agent") -> User with PASSWORD."""
+    rt = app.extensions["connector"]
+
+    def create(role: str = "agent", email: str | None = None):
+        email = email or f"{role}{next(_counter)}@helpdesk.test"
+        with rt.db.session() as session:
+            return users.create_user(session, email, PASSWORD, role)
+    return create
+
+
+@pytest.fixture
+def admin(make_user):
+    return make_user("admin")
+
+
+@pytest.fixture
+def agent(make_user):
+    return make_user("agent")
+
+
+def pytest_report_header(config):
+    return [f"dovecot: {shutil.which('dovecot') or 'missing'}",
+            f"chromium: {'/usr/bin/chromium' if Path('/usr/bin/chromium').exists() else 'missing'}"]

@@ -1,0 +1,75 @@
+"""Driving the app in tests: sign in, register the Azure app, connect a mailbox through the test IdP."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from tests.idp.driver import complete_authorization
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Org:
+    """A tenant at the test IdP with one app registration, and helpers to add people to it."""
+    idp: object
+    tenant: object
+    app: object
+    secret: str
+    domain: str
+    users: list = field(default_factory=list)
+
+    @property
+    def client_id(self) -> str:
+        return self.app.client_id
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.tenant_id
+
+    def add_user(self, local: str, password: str = "pw", **kwargs) -> str:
+        email = f"{local}@{self.domain}"
+        self.idp.add_user(self.tenant, email, password=password, **kwargs)
+        return email
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or \
+        re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def login(client, email: str, password: str = PASSWORD):
+    page = client.get("/login")
+    return client.post("/login", data={"email": email, "password": password,
+                                       "csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+def save_registration(client, org: Org, secret: str | None = None, tenant: str | None = None,
+                      client_id: str | None = None):
+    page = client.get("/admin/microsoft")
+    return client.post("/admin/microsoft", data={
+        "client_id": client_id or org.client_id, "tenant": tenant or org.tenant_id,
+        "client_secret": org.secret if secret is None else secret,
+        "csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+def start_connect(client, **params):
+    """GET /accounts/connect/microsoft; returns the authorize URL at the IdP."""
+    response = client.get("/accounts/connect/microsoft", query_string=params)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response.headers["Location"]
+
+
+def finish_connect(client, redirect_url: str):
+    parts = urlsplit(redirect_url)
+    return client.get(parts.path, query_string=parts.query)
+
+
+def connect_mailbox(client, ca_path, email: str, password: str = "pw", consent: bool = True, **params):
+    """The whole connect flow without a browser: app -> IdP sign-in and consent -> callback."""
+    authorize_url = start_connect(client, **params)
+    redirect = complete_authorization(authorize_url, email, password, consent=consent, ca_path=ca_path)
+    return finish_connect(client, redirect)
