@@ -90,8 +90,12 @@ def mark_needs_reconnect(account: Account, reason: str) -> None:
     account.last_error = reason
 
 
-def mail_access_token(session: Session, vault: Vault, identity: MicrosoftIdentity, account: Account) -> str:
+def mail_access_token(session: Session, vault: Vault, identity: MicrosoftIdentity, account: Account, *,
+                      force_refresh: bool = False) -> str:
     """An IMAP/SMTP access token for the mailbox; a rotated refresh token is committed at once.
+
+    `force_refresh` skips the cached access token: for when the server refused it before its expiry
+    (revoked, or continuous access evaluation).
 
     Raises IdentityError; when the grant is gone, the account is already marked "needs reconnect".
     """
@@ -104,7 +108,7 @@ def mail_access_token(session: Session, vault: Vault, identity: MicrosoftIdentit
         session.commit()
         raise _no_sign_in(str(exc)) from None
     try:
-        token, new_cache = identity.mail_token(cache, account.home_account_id)
+        token, new_cache = identity.mail_token(cache, account.home_account_id, force_refresh=force_refresh)
     except IdentityError as exc:
         if exc.needs_reconnect:
             mark_needs_reconnect(account, exc.explained.message)

@@ -62,24 +62,34 @@ class AccountSync:
 
     # -- connection ----------------------------------------------------------------------------------
     def connect(self, session: Session, account: Account) -> ImapMailbox:
+        """Log in with the cached token; if the server refuses it, refresh once and try again."""
         identity = self.rt.identity(session)
         if identity is None:
             raise SyncError("The Microsoft 365 app is not registered: an admin must register it first.",
                             retry_after=60)
-        try:
-            token = accounts.mail_access_token(session, self.rt.vault, identity, account)
-        except IdentityError as exc:
-            raise SyncError(exc.explained.message, reconnect=exc.needs_reconnect,
-                            retry_after=None if exc.needs_reconnect else 30) from None
         ms = self.rt.settings.microsoft
-        try:
-            mailbox = self.mailbox_factory(ms.imap_host, ms.imap_port, self.rt.settings.ca_bundle)
-            mailbox.login(account.address, token)
-        except ImapError as exc:
-            raise SyncError(str(exc), retry_after=exc.retry_after) from None
-        self.mailbox = mailbox
-        self.folder = None
-        return mailbox
+        for force_refresh in (False, True):
+            try:
+                token = accounts.mail_access_token(session, self.rt.vault, identity, account,
+                                                   force_refresh=force_refresh)
+            except IdentityError as exc:
+                raise SyncError(exc.explained.message, reconnect=exc.needs_reconnect,
+                                retry_after=None if exc.needs_reconnect else 30) from None
+            mailbox = None
+            try:
+                mailbox = self.mailbox_factory(ms.imap_host, ms.imap_port, self.rt.settings.ca_bundle)
+                mailbox.login(account.address, token)
+            except ImapError as exc:
+                if mailbox is not None:
+                    mailbox.close()
+                if exc.auth_failed and not force_refresh:
+                    log.info("%s: IMAP refused the cached token; refreshing it once", account.address)
+                    continue
+                raise SyncError(str(exc), retry_after=exc.retry_after) from None
+            self.mailbox = mailbox
+            self.folder = None
+            return mailbox
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self.mailbox is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -165,8 +166,13 @@ class MicrosoftIdentity:
         """Begin the authorization-code flow (PKCE, state, nonce); keep the returned dict until the callback."""
         app = self._app()
         try:
-            return app.initiate_auth_code_flow(CONNECT_SCOPES, redirect_uri=redirect_uri, prompt="select_account",
-                                               login_hint=login_hint or None)
+            with warnings.catch_warnings():
+                # msal recommends form_post; a cross-site POST would not carry our SameSite=Lax session
+                # cookie, so the callback comes as a query (state, nonce and PKCE protect it).
+                warnings.filterwarnings("ignore", message="response_mode='form_post'")
+                return app.initiate_auth_code_flow(CONNECT_SCOPES, redirect_uri=redirect_uri,
+                                                   prompt="select_account", login_hint=login_hint or None,
+                                                   response_mode="query")
         except requests.exceptions.RequestException as exc:
             raise self._unreachable(exc) from None
 
@@ -220,7 +226,8 @@ class MicrosoftIdentity:
         return dict(claims)
 
     # -- tokens for IMAP/SMTP -----------------------------------------------------------------------
-    def mail_token(self, token_cache: str, home_account_id: str = "") -> tuple[str, str | None]:
+    def mail_token(self, token_cache: str, home_account_id: str = "", *,
+                   force_refresh: bool = False) -> tuple[str, str | None]:
         """An access token for IMAP/SMTP, refreshed if needed.
 
         Returns (access_token, new_cache): new_cache is the serialized cache when it changed (a
@@ -236,7 +243,8 @@ class MicrosoftIdentity:
         if not accounts:
             raise IdentityError(Explained("No sign-in is stored for this mailbox: reconnect it.", None, True))
         try:
-            result = app.acquire_token_silent_with_error(MAIL_SCOPES, account=accounts[0])
+            result = app.acquire_token_silent_with_error(MAIL_SCOPES, account=accounts[0],
+                                                         force_refresh=force_refresh)
         except requests.exceptions.RequestException as exc:
             raise self._unreachable(exc) from None
         if not result:

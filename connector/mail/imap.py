@@ -14,7 +14,7 @@ from typing import Iterator
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-THROTTLE_RE = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*ms", re.I)
+THROTTLE_RE = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*(?:ms|milliseconds)", re.I)
 FETCH_ITEMS = [b"RFC822.SIZE", b"BODY.PEEK[]"]
 
 

@@ -1,0 +1,193 @@
+"""One sync pass against a real Dovecot that checks XOAUTH2 tokens with the test identity provider."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from connector.models import Account, Article, Ticket
+from connector.sync import AccountSync
+from tests.support.mail import connect, counts, make_mail
+
+
+def run_pass(app, account_id):
+    sync = AccountSync(app.extensions["connector"], account_id)
+    try:
+        return sync.run_pass()
+    finally:
+        sync.close()
+
+
+def test_new_mail_becomes_a_ticket_and_a_reply_threads_into_it(mail_app, org, ca, agent, dovecot):
+    account_id, address = connect(mail_app, org, ca, agent)
+    first = make_mail(to=address, subject="Printer on fire", body="It is burning.")
+    dovecot.deliver(address, first)
+    result = run_pass(mail_app, account_id)
+    assert result.imported == 1
+    assert counts(mail_app, account_id) == (1, 1)
+
+    rt = mail_app.extensions["connector"]
+    with rt.db.session() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.account_id == account_id))
+        article = ticket.articles[0]
+        assert ticket.subject == "Printer on fire"
+        assert ticket.customer_address == "customer@example.net"
+        assert "It is burning." in article.body_text
+        first_id = article.message_id
+        number = ticket.number
+
+    dovecot.deliver(address, make_mail(to=address, subject="Re: Printer on fire", in_reply_to=first_id,
+                                       references=first_id, body="Still burning."))
+    dovecot.deliver(address, make_mail(to=address, subject=f"Another thing [#{number}]", body="By tag."))
+    dovecot.deliver(address, make_mail(to=address, subject="Unrelated", body="New."))
+    result = run_pass(mail_app, account_id)
+    assert result.imported == 3
+    assert counts(mail_app, account_id) == (2, 4)
+
+    # a second pass finds nothing new, and re-reading the folder duplicates nothing
+    assert run_pass(mail_app, account_id).imported == 0
+    with rt.db.session() as session:
+        session.get(Account, account_id).last_uid = 0
+    again = run_pass(mail_app, account_id)
+    assert (again.imported, again.duplicates) == (0, 4)
+    assert counts(mail_app, account_id) == (2, 4)
+
+
+def test_closed_ticket_reopens_on_reply_but_not_on_auto_reply(mail_app, org, ca, agent, dovecot):
+    account_id, address = connect(mail_app, org, ca, agent)
+    dovecot.deliver(address, make_mail(to=address, subject="Help", message_id="<q1@example.net>"))
+    run_pass(mail_app, account_id)
+    rt = mail_app.extensions["connector"]
+    with rt.db.session() as session:
+        session.scalar(select(Ticket).where(Ticket.account_id == account_id)).status = "closed"
+    dovecot.deliver(address, make_mail(to=address, subject="Out of office", in_reply_to="<q1@example.net>",
+                                       headers={"Auto-Submitted": "auto-replied"}))
+    run_pass(mail_app, account_id)
+    with rt.db.session() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.account_id == account_id))
+        assert (ticket.status, ticket.article_count) == ("closed", 2)
+        assert ticket.articles[-1].is_auto
+    dovecot.deliver(address, make_mail(to=address, subject="Re: Help", in_reply_to="<q1@example.net>"))
+    run_pass(mail_app, account_id)
+    with rt.db.session() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.account_id == account_id))
+        assert (ticket.status, ticket.article_count) == ("open", 3)
+
+
+def test_mail_a_mailbox_sends_itself_is_ignored(mail_app, org, ca, agent, dovecot):
+    account_id, address = connect(mail_app, org, ca, agent)
+    dovecot.deliver(address, make_mail(to=address, sender=address, subject="Note to self"))
+    result = run_pass(mail_app, account_id)
+    assert result.ignored == 1
+    assert counts(mail_app, account_id) == (0, 0)
+
+
+def test_uidvalidity_change_duplicates_nothing(mail_app, org, ca, agent, dovecot):
+    account_id, address = connect(mail_app, org, ca, agent)
+    for _ in range(3):
+        dovecot.deliver(address, make_mail(to=address))
+    run_pass(mail_app, account_id)
+    rt = mail_app.extensions["connector"]
+    with rt.db.session() as session:
+        before = session.get(Account, account_id).uidvalidity
+    dovecot.reset_uidvalidity(address)
+    dovecot.deliver(address, make_mail(to=address, subject="After the change"))
+    result = run_pass(mail_app, account_id)
+    assert (result.imported, result.duplicates) == (1, 3)
+    assert counts(mail_app, account_id) == (4, 4)
+    with rt.db.session() as session:
+        assert session.get(Account, account_id).uidvalidity != before
+
+
+def test_connection_cut_in_the_middle_of_a_batch_loses_and_duplicates_nothing(mail_app, org, ca, agent, dovecot):
+    from connector.mail.imap import ImapMailbox
+
+    account_id, address = connect(mail_app, org, ca, agent)
+    rt = mail_app.extensions["connector"]
+    rt.settings.mail.fetch_batch_size = 3
+    for i in range(10):
+        dovecot.deliver(address, make_mail(to=address, subject=f"Mail {i}"))
+    fetched = []
+
+    class CutAfterFirstBatch(ImapMailbox):
+        def fetch(self, uids):
+            for item in super().fetch(uids):
+                fetched.append(item[0])
+                yield item
+                if len(fetched) == 5:  # in the middle of the second batch
+                    dovecot.kick(address)
+                    self.client.socket().close()
+
+    sync = AccountSync(rt, account_id, mailbox_factory=CutAfterFirstBatch)
+    try:
+        sync.run_pass()
+    except Exception as exc:  # the pass fails as a whole; what was committed stays
+        assert "connection" in str(exc).lower() or "imap" in str(exc).lower()
+    finally:
+        sync.close()
+    tickets, _ = counts(mail_app, account_id)
+    assert 3 <= tickets < 10
+    result = run_pass(mail_app, account_id)
+    assert counts(mail_app, account_id) == (10, 10)
+    assert result.imported == 10 - tickets
+
+
+def test_poison_message_is_quarantined_and_the_next_mail_still_arrives(mail_app, org, ca, agent, dovecot, mocker):
+    import connector.sync as sync_module
+    from connector.models import ImportFailure
+
+    real_parse = sync_module.parse_message
+
+    def parse_or_choke(raw, **kwargs):
+        if b"X-Poison: yes" in raw:
+            raise ValueError("this mail breaks the importer")
+        return real_parse(raw, **kwargs)
+
+    mocker.patch.object(sync_module, "parse_message", side_effect=parse_or_choke)
+    account_id, address = connect(mail_app, org, ca, agent)
+    dovecot.deliver(address, make_mail(to=address, subject="Poison", headers={"X-Poison": "yes"}))
+    dovecot.deliver(address, make_mail(to=address, subject="Fine"))
+    outcomes = [run_pass(mail_app, account_id) for _ in range(3)]
+    assert [o.failed for o in outcomes] == [1, 1, 0]
+    assert outcomes[2].quarantined == 1
+    rt = mail_app.extensions["connector"]
+    with rt.db.session() as session:
+        failure = session.scalar(select(ImportFailure).where(ImportFailure.account_id == account_id))
+        assert failure.quarantined and failure.attempts == 3 and failure.raw_sha256
+        assert "breaks the importer" in failure.last_error
+        assert session.get(Account, account_id).last_uid >= 2
+    dovecot.deliver(address, make_mail(to=address, subject="Next"))
+    assert run_pass(mail_app, account_id).imported == 1
+    assert counts(mail_app, account_id)[0] == 2
+
+
+def _set_action(app, account_id, action, folder=""):
+    rt = app.extensions["connector"]
+    with rt.db.session() as session:
+        account = session.get(Account, account_id)
+        account.post_import_action, account.move_to_folder = action, folder
+
+
+def test_post_import_actions_do_what_they_say_on_the_server(mail_app, org, ca, agent, dovecot):
+    account_id, address = connect(mail_app, org, ca, agent)
+    dovecot.deliver(address, make_mail(to=address, subject="kept"))
+    run_pass(mail_app, account_id)
+    [kept] = dovecot.messages(address)
+    assert "\\Seen" not in kept["flags"]  # BODY.PEEK: importing does not mark read
+
+    _set_action(mail_app, account_id, "mark_read")
+    dovecot.deliver(address, make_mail(to=address, subject="read me"))
+    run_pass(mail_app, account_id)
+    flags = {m["uid"]: m["flags"] for m in dovecot.messages(address)}
+    assert "\\Seen" in flags[max(flags)] and "\\Seen" not in flags[min(flags)]
+
+    _set_action(mail_app, account_id, "move", "Imported")
+    dovecot.deliver(address, make_mail(to=address, subject="move me", message_id="<move@example.net>"))
+    run_pass(mail_app, account_id)
+    assert "<move@example.net>" not in [m["message_id"] for m in dovecot.messages(address)]
+    assert "<move@example.net>" in [m["message_id"] for m in dovecot.messages(address, "Imported")]
+
+    _set_action(mail_app, account_id, "delete")
+    dovecot.deliver(address, make_mail(to=address, subject="delete me", message_id="<del@example.net>"))
+    run_pass(mail_app, account_id)
+    assert "<del@example.net>" not in [m["message_id"] for m in dovecot.messages(address)]
+    assert len(dovecot.messages(address)) == 2
+    assert counts(mail_app, account_id) == (4, 4)
