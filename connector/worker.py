@@ -150,7 +150,7 @@ class Worker:
     def _run_mailbox(self, account_id: int) -> None:
         settings = self.rt.settings.worker
         sync = AccountSync(self.rt, account_id)
-        renew_every = max(5.0, settings.lease_seconds / 3)
+        renew_every = max(1.0, settings.lease_seconds / 3)
         try:
             while not self._stop.is_set():
                 self._sync_pass(sync, account_id)

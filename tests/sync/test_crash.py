@@ -1,0 +1,61 @@
+"""A worker killed at any point loses no mail and duplicates none when it starts again."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.support.mail import connect, counts, make_mail, wait_until
+
+
+def worker_env(app, extra=None) -> dict:
+    s = app.extensions["connector"].settings
+    env = dict(os.environ)
+    env.update({
+        "CONNECTOR_CONFIG": os.devnull,
+        "CONNECTOR_APP_DATA_DIR": s.app.data_dir,
+        "CONNECTOR_DATABASE_URL": s.database.url,
+        "CONNECTOR_MICROSOFT_AUTHORITY_HOST": s.microsoft.authority_host,
+        "CONNECTOR_MICROSOFT_IMAP_HOST": s.microsoft.imap_host,
+        "CONNECTOR_MICROSOFT_IMAP_PORT": str(s.microsoft.imap_port),
+        "CONNECTOR_MICROSOFT_SMTP_HOST": s.microsoft.smtp_host,
+        "CONNECTOR_MICROSOFT_SMTP_PORT": str(s.microsoft.smtp_port),
+        "CONNECTOR_TLS_CA_BUNDLE": s.tls.ca_bundle,
+        "CONNECTOR_MAIL_FETCH_BATCH_SIZE": "5",
+        "CONNECTOR_WORKER_LEASE_SECONDS": "3",
+    })
+    env.update(extra or {})
+    return env
+
+
+def connector(*args):
+    return [sys.executable, "-m", "connector.cli", *args]
+
+
+def test_worker_killed_mid_import_loses_and_duplicates_nothing(mail_app, org, ca, agent, dovecot, tmp_path):
+    account_id, address = connect(mail_app, org, ca, agent)
+    total = 1500
+    for i in range(total):
+        dovecot.deliver(address, make_mail(to=address, subject=f"Bulk {i}", body=f"Body {i}"))
+    env = worker_env(mail_app)
+    kills = 0
+    for threshold in (50, 600, 1100):  # kill three times at different points of the import
+        log = open(tmp_path / f"worker-{threshold}.log", "wb")
+        proc = subprocess.Popen(connector("worker"), env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: counts(mail_app, account_id)[0] >= threshold or proc.poll() is not None, timeout=60,
+                       interval=0.005)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            log.close()
+        kills += 1
+        assert counts(mail_app, account_id)[0] < total, "the import finished before the kill; use more mail"
+        time.sleep(3.5)  # let the dead worker's lease expire, as a new worker on another machine would
+    finished = subprocess.run(connector("sync", "--account", address, "--once"), env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert counts(mail_app, account_id) == (total, total)
+    assert kills == 3
