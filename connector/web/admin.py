@@ -1,7 +1,7 @@
 """Admin pages: the Microsoft 365 app registration, and the people who use connector."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, flash, redirect, render_template, url_for
+from flask import Blueprint, Flask, Response, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -10,7 +10,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from .. import registration, users
 from ..identity.microsoft import CONNECT_SCOPES, IdentityError
-from ..models import User
+from ..models import Account, Blob, ImportFailure, User
 from .context import db, runtime
 from .security import admin_required
 
@@ -96,6 +96,50 @@ def user_list():
         status = 400
     people = session.scalars(select(User).order_by(User.email)).all()
     return render_template("admin/users.html", form=form, people=people), status
+
+
+@bp.get("/quarantine")
+@admin_required
+def quarantine():
+    rows = db().execute(select(ImportFailure, Account.address).join(Account, Account.id == ImportFailure.account_id)
+                        .order_by(ImportFailure.quarantined.desc(), ImportFailure.updated_at.desc())).all()
+    return render_template("admin/quarantine.html", rows=rows, form=FlaskForm())
+
+
+def _failure_or_404(failure_id: int) -> ImportFailure:
+    row = db().get(ImportFailure, failure_id)
+    if row is None:
+        abort(404)
+    return row
+
+
+@bp.get("/quarantine/<int:failure_id>/raw")
+@admin_required
+def quarantine_raw(failure_id: int):
+    row = _failure_or_404(failure_id)
+    blob = db().get(Blob, row.raw_sha256) if row.raw_sha256 else None
+    if blob is None:
+        abort(404, "The raw mail was not kept (it has not failed three times yet).")
+    response = Response(blob.data, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="quarantined-{row.id}-uid-{row.uid}.eml"'
+    return response
+
+
+@bp.post("/quarantine/<int:failure_id>/retry")
+@admin_required
+def quarantine_retry(failure_id: int):
+    """Import the mail again on the next pass (after a fix): forget the failure and rewind the mailbox."""
+    row = _failure_or_404(failure_id)
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+    account = db().get(Account, row.account_id)
+    if account.uidvalidity == row.uidvalidity and account.last_uid >= row.uid:
+        account.last_uid = row.uid - 1  # the mails after it are recognised by Message-ID
+    db().delete(row)
+    db().commit()
+    runtime().wakeup.set()
+    flash(f"UID {row.uid} of {account.address} will be imported again on the next pass.", "success")
+    return redirect(url_for(".quarantine"))
 
 
 def init_app(app: Flask) -> None:
