@@ -119,9 +119,6 @@ class Sender:
         self.rt = rt
         self.worker_id = worker_id
 
-    def close(self) -> None:
-        pass
-
     def _claim(self, session: Session, item_id: int) -> bool:
         now = utcnow()
         result = session.execute(

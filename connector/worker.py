@@ -36,10 +36,10 @@ class Worker:
         self.rt = rt
         self.id = f"{socket.gethostname()}:{os.getpid()}:{name or 'worker'}"
         self._stop = threading.Event()
+        self._send_now = threading.Event()
         self._runners: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._sender = None
         self.started_at = time.time()
         rt.worker = self
 
@@ -51,6 +51,7 @@ class Worker:
     def stop(self, wait: bool = True, timeout: float = 30.0) -> None:
         self._stop.set()
         self.rt.wakeup.set()
+        self._send_now.set()
         if wait:
             deadline = time.monotonic() + timeout
             for thread in [self._thread, *list(self._runners.values())]:
@@ -84,23 +85,35 @@ class Worker:
     # -- scheduling -----------------------------------------------------------------------------------------
     def run(self) -> None:
         log.info("worker %s started", self.id)
-        from .outbox import Sender
-
-        self._sender = Sender(self.rt, self.id)
+        sender = threading.Thread(target=self._send_loop, name="connector-sender", daemon=True)
+        sender.start()
         while not self._stop.is_set():
             try:
                 self._start_due_mailboxes()
-                self._sender.send_due(should_stop=self._stop.is_set)
             except Exception:  # noqa: BLE001 - the scheduler must survive a bad tick (database restart...)
                 log.exception("worker tick failed")
-            self.rt.wakeup.wait(SCHEDULER_TICK)
-            self.rt.wakeup.clear()
+            if self.rt.wakeup.wait(SCHEDULER_TICK):
+                self.rt.wakeup.clear()
+                self._send_now.set()
+        self._send_now.set()
         with self._lock:
             runners = list(self._runners.values())
-        for thread in runners:
+        for thread in [sender, *runners]:
             thread.join(30)
-        self._sender.close()
         log.info("worker %s stopped", self.id)
+
+    def _send_loop(self) -> None:
+        """The outbox in its own thread, so a slow SMTP server never delays reading mail."""
+        from .outbox import Sender
+
+        sender = Sender(self.rt, self.id)
+        while not self._stop.is_set():
+            try:
+                sender.send_due(should_stop=self._stop.is_set)
+            except Exception:  # noqa: BLE001
+                log.exception("sending failed")
+            self._send_now.wait(SCHEDULER_TICK)
+            self._send_now.clear()
 
     def _due_account_ids(self, address: str | None = None, ignore_schedule: bool = False) -> list[int]:
         now = utcnow()
@@ -250,11 +263,7 @@ class Worker:
         ok, lines = self.sync_once()
         for line in lines:
             log.info(line)
-        sender = Sender(self.rt, self.id)
-        try:
-            sent_ok = sender.send_due(should_stop=lambda: False)
-        finally:
-            sender.close()
+        sent_ok = Sender(self.rt, self.id).send_due(should_stop=lambda: False)
         return ok and sent_ok
 
     def _address(self, account_id: int) -> str:

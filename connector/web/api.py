@@ -59,9 +59,15 @@ def article_json(article) -> dict:
             "body_text": article.body_text,
             "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
                              "sha256": a.blob_sha256} for a in article.attachments],
-            "delivery": article.outbox.state if article.outbox is not None and article.outbox.state != "sending"
-            else ("queued" if article.outbox is not None else None),
+            "delivery": delivery_state(article),
             "delivery_error": article.outbox.last_error if article.outbox is not None else None}
+
+
+def delivery_state(article) -> str | None:
+    """The contract knows queued/sent/failed; an item being handed to the server is still queued."""
+    if article.outbox is None:
+        return None
+    return "queued" if article.outbox.state == "sending" else article.outbox.state
 
 
 def _error(status: int, error: str, detail: str):

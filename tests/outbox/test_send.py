@@ -226,3 +226,23 @@ def test_client_refuses_smtp_without_starttls(ca):
         submitter.dispose()
     finally:
         controller.stop()
+
+
+def test_running_worker_sends_a_queued_reply_promptly(mail_app, agent, dovecot, smtp_server, ticket_setup):
+    import time
+
+    from connector.worker import Worker
+    from tests.support.mail import wait_until
+
+    account_id, address, ticket_id, customer = ticket_setup
+    worker = Worker(mail_app.extensions["connector"], name="outbox-test")
+    worker.start_background()
+    try:
+        started = time.monotonic()
+        article_id = mail_app.test_client().post(f"/api/v1/tickets/{ticket_id}/reply", headers=api(mail_app, agent),
+                                                 json={"body_text": "On its way"}).get_json()["article_id"]
+        wait_until(lambda: outbox_item(mail_app, article_id).state == "sent", timeout=10)
+        assert time.monotonic() - started < 5
+        assert len(dovecot.messages(customer)) == 1
+    finally:
+        worker.stop(wait=True, timeout=10)
