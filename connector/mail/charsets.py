@@ -226,22 +226,21 @@ def decode_text(data: bytes, label: str | None, notes: list[str] | None = None) 
             return _decode(data, codec)
         except (UnicodeDecodeError, LookupError):
             continue
-    # Declared charset does not fit the bytes: maybe it is UTF-8 after all, else decode leniently.
-    if chain[0] == "utf-8":
-        # Mixed content (a UTF-8 template with Windows-1252 text pasted in) is the usual cause;
-        # reading the stray bytes as Windows-1252 keeps them legible instead of U+FFFD.
-        _note(notes, f"data declared {_describe(label)!r} has invalid bytes, "
-                     f"decoded those as {FALLBACK}")
+    # Declared charset does not fit the bytes. Mixed content (a UTF-8 template with some
+    # Windows-1252 text pasted in) is the usual cause: if at least as many non-ASCII sequences
+    # are valid UTF-8 as are not, read it that way, else decode leniently in the declared charset.
+    as_utf8 = data.decode("utf-8", errors="replace")
+    bad = as_utf8.count("\ufffd")
+    good = len(as_utf8) - len(as_utf8.encode("ascii", "ignore")) - bad
+    if chain[0] == "utf-8" or good >= bad:
+        _note(notes, f"data declared {_describe(label)!r} has invalid bytes, decoded as UTF-8 "
+                     f"with {FALLBACK} for the bytes that are not")
         return data.decode("utf-8", errors="cp1252_fallback")
-    try:
-        text = data.decode("utf-8")
-        _note(notes, f"data declared {_describe(label)!r} is not valid in it, decoded as utf-8")
-        return text
-    except UnicodeDecodeError:
-        pass
-    text = data.decode(chain[0], errors="replace")
     _note(notes, f"data declared {_describe(label)!r} has invalid bytes, replaced with U+FFFD")
-    return text
+    try:
+        return data.decode(chain[0], errors="replace")
+    except LookupError:
+        return as_utf8
 
 
 def _decode(data: bytes, codec: str) -> str:
@@ -342,26 +341,22 @@ def decode_header_bytes(data: bytes, hints: tuple[str, ...] = ()) -> str:
 
 
 # Characters that are rare in real text but typical when bytes are decoded with the wrong table:
-# Latin-1 symbols and C1 controls (CJK bytes read as Latin-1), cp1252's rarer 0x80-0x9F letters.
-_MOJIBAKE_CHARS = frozenset("\u0192\u2020\u2021\u02c6\u2030\u2039\u203a\u02dc\u201a\u201e\ufffd\u00d7\u00f7")
-_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+# Latin-1 symbols and C1 controls (CJK bytes read as Latin-1), cp1252's rarer 0x80-0x9F letters,
+# private-use code points, U+FFFD; and a lone ideograph glued to Latin letters (Latin bytes read
+# as a CJK charset).
+_SUSPICIOUS_RE = re.compile(
+    "[\u0080-\u00bf\u00d7\u00f7\u0192\u2020\u2021\u02c6\u2030\u2039\u203a\u02dc\u201a"
+    "\u201e\ue000-\uf8ff\ufffd]"
+)
+_CJK = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_GLUED_CJK_RE = re.compile(f"[A-Za-z][{_CJK}]|[{_CJK}](?=[A-Za-z])")
 
 
 def mojibake_score(text: str) -> int:
     """How many characters look like a wrong decoding (lower is more plausible)."""
-    score = 0
-    prev = " "
-    for i, ch in enumerate(text):
-        o = ord(ch)
-        if o >= 0x80:
-            if 0x80 <= o <= 0xBF or ch in _MOJIBAKE_CHARS or 0xE000 <= o <= 0xF8FF:
-                score += 1
-            elif _CJK_RE.match(ch):
-                nxt = text[i + 1] if i + 1 < len(text) else " "
-                if prev.isascii() and prev.isalpha() or nxt.isascii() and nxt.isalpha():
-                    score += 1  # a lone ideograph glued to Latin letters: Latin bytes as CJK
-        prev = ch
-    return score
+    if text.isascii():
+        return 0
+    return len(_SUSPICIOUS_RE.findall(text)) + len(_GLUED_CJK_RE.findall(text))
 
 
 def _utf8_or_fallback(data: bytes) -> tuple[str, str]:

@@ -61,9 +61,6 @@ class Headers:
     def __contains__(self, name: str) -> bool:
         return name in self._fields
 
-    def names(self) -> list[str]:
-        return list(self._fields)
-
     def text(self, name: str) -> str | None:
         """The field as text with 8-bit bytes decoded, encoded words still encoded."""
         value = self.raw(name)
@@ -141,7 +138,6 @@ def fold_ws(text: str) -> str:
 # Lenient: the encoded text may contain spaces (broken senders) but never "?"; words may touch
 # other text ("=?...?=.jpg"); the charset may carry an RFC 2231 language ("utf-8*de").
 _WORD_RE = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
-_GAP_RE = re.compile(r"[ \t\r\n]*")
 
 
 def _word_bytes(encoding: str, text: str) -> bytes:

@@ -1,44 +1,76 @@
 """Plain text from mail HTML, for search and for mails that have no text/plain part.
 
-Regular expressions rather than an HTML parser: this runs once per ingested HTML-only mail, must be
-cheap, and only has to produce readable text (tags out, line structure kept), not a DOM.
+Regular expressions and one pass over the tags rather than an HTML parser: this runs for every
+HTML-only mail during ingestion, must be cheap, and only has to produce readable text (tags out,
+line structure kept), not a DOM. Every pattern stops at the next ``<`` or at a literal end, so
+unclosed tags in hostile input cannot make it quadratic.
 """
 from __future__ import annotations
 
 import html
 import re
 
-_DROP_RE = re.compile(
-    r"<(script|style|head|title|xml|noscript|template)\b[^>]*>.*?</\1\s*>", re.S | re.I
+_INVISIBLE = ("script", "style", "head", "title", "xml", "noscript", "template")
+_DROP_OPEN_RE = re.compile(rf"<({'|'.join(_INVISIBLE)})\b[^<>]*>", re.I)
+_DROP_CLOSE_RE = {name: re.compile(rf"</{name}\s*>", re.I) for name in _INVISIBLE}
+_COMMENT_RE = re.compile(
+    r"<!--.*?(?:-->|$)|<!\[CDATA\[.*?(?:\]\]>|$)|<![^<>]*>|<\?[^<>]*>", re.S
 )
-_COMMENT_RE = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[.*?\]\]>|<![^>]*>|<\?[^>]*>", re.S)
-_BR_RE = re.compile(r"<br\b[^>]*>", re.I)
-_LI_RE = re.compile(r"<li\b[^>]*>", re.I)
-_CELL_RE = re.compile(r"</t[dh]\s*>", re.I)
-_BLOCK_RE = re.compile(
-    r"</?(?:p|div|tr|table|tbody|thead|tfoot|ul|ol|li|h[1-6]|blockquote|pre|hr|dl|dt|dd|center"
-    r"|section|article|header|footer|address|form|fieldset|figure|nav|main|aside)\b[^>]*>",
-    re.I,
+_TAG_RE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)[^<>]*>")
+_BLOCKS = frozenset(
+    "p div tr table tbody thead tfoot ul ol li h1 h2 h3 h4 h5 h6 blockquote pre hr dl dt dd "
+    "center section article header footer address form fieldset figure nav main aside".split()
 )
-_TAG_RE = re.compile(r"<[^>]*>")
+_BLOCK = "\x00"  # marker for a block boundary, resolved after entities are decoded
+_BLOCK_RUN_RE = re.compile(r"\n?[ \t]*\x00(?:[ \t]*\x00)*")
 _SPACES_RE = re.compile(r"[ \t\f\v\u00a0\u200b]+")
 _LINE_EDGE_RE = re.compile(r" *\n *")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+
+
+def _drop_invisible(markup: str) -> str:
+    """Remove script/style/head/... elements with their content; an unclosed one runs to the
+    end of the document, as in a browser."""
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = _DROP_OPEN_RE.search(markup, pos)
+        if m is None:
+            out.append(markup[pos:])
+            return "".join(out)
+        out.append(markup[pos:m.start()])
+        close = _DROP_CLOSE_RE[m.group(1).lower()].search(markup, m.end())
+        if close is None:
+            return "".join(out)
+        pos = close.end()
 
 
 def html_to_text(markup: str) -> str:
     """Strip tags, keep line breaks at ``<br>`` and block elements, unescape entities."""
     if not markup:
         return ""
-    text = _DROP_RE.sub("", markup)
-    text = _COMMENT_RE.sub("", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", " ")
-    text = _BR_RE.sub("\n", text)
-    text = _LI_RE.sub("\n- ", text)
-    text = _CELL_RE.sub(" ", text)
-    text = _BLOCK_RE.sub("\n", text)
-    text = _TAG_RE.sub("", text)
-    text = html.unescape(text)
+    text = _COMMENT_RE.sub("", _drop_invisible(markup.replace(_BLOCK, "")))
+    text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    out: list[str] = []
+    pos = 0
+    for m in _TAG_RE.finditer(text):
+        out.append(text[pos:m.start()])
+        pos = m.end()
+        name = m.group(2).lower()
+        if name in _BLOCKS:
+            out.append(_BLOCK + "- " if name == "li" and not m.group(1) else _BLOCK)
+        elif name == "br":
+            out.append("\n")
+        elif m.group(1) and name in ("td", "th"):
+            out.append(" ")
+    out.append(text[pos:])
+    text = "".join(out)
+    if "&" in text:
+        text = html.unescape(text)  # turns &#0; into U+FFFD, so block markers stay ours
+    # Adjacent block boundaries make one line break (Outlook wraps every line in <p> or <div>),
+    # and a <br> right before a block boundary adds nothing, as in a browser. A block holding
+    # only &nbsp; is a blank line, so this runs before non-breaking spaces become spaces.
+    text = _BLOCK_RUN_RE.sub("\n", text)
     text = _SPACES_RE.sub(" ", text)
     text = _LINE_EDGE_RE.sub("\n", text)
     text = _MANY_NEWLINES_RE.sub("\n\n", text)

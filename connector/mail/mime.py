@@ -1,8 +1,8 @@
 """MIME structure on raw bytes: split entities and undo transfer encodings, leniently.
 
-The stdlib feedparser walks every body line in Python; slicing the raw bytes at boundary lines with
-one regex search per multipart is several times faster, and it keeps each part's bytes exactly as
-sent (needed for ``message/rfc822`` attachments, which must come out as the original ``.eml``).
+The stdlib feedparser walks every body line in Python; finding boundary lines with ``bytes.find``
+and slicing is several times faster, and it keeps each part's bytes exactly as sent (needed for
+``message/rfc822`` attachments, which must come out as the original ``.eml``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .charsets import decode_header_bytes
 from .headers import Hints, Headers, parse_fields, parse_params, split_header_block
 
 MAX_DEPTH = 40        # nesting deeper than this is treated as an opaque attachment
-MAX_PARTS = 5000      # more parts than this in one message: the rest stays in the last part
+MAX_PARTS = 5000      # parts beyond this many in one message are dropped (with a note)
 
 _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
 _CTYPE_RE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
@@ -31,6 +31,8 @@ class Entity:
     children: list[Entity] = field(default_factory=list)
     broken: bool = False          # Content-Type present but unparseable
     unsplit: bool = False         # multipart whose boundary never occurs in the body
+    too_deep: bool = False        # multipart nested beyond MAX_DEPTH, left unsplit
+    truncated: bool = False       # children dropped because the message exceeded MAX_PARTS
 
     @property
     def maintype(self) -> str:
@@ -62,7 +64,9 @@ def parse_entity(raw: bytes, hints: Hints = (), *, default: str = "text/plain",
     counter[0] += 1
     ctype, params, broken = content_type(headers, default)
     entity = Entity(headers, body, ctype, params, broken=broken)
-    if ctype.startswith("multipart/") and depth < MAX_DEPTH:
+    if ctype.startswith("multipart/") and depth >= MAX_DEPTH:
+        entity.too_deep = True
+    elif ctype.startswith("multipart/"):
         boundary = params.get("boundary", "").strip()
         parts = split_multipart(body, boundary) if boundary else None
         if parts is None:
@@ -71,6 +75,7 @@ def parse_entity(raw: bytes, hints: Hints = (), *, default: str = "text/plain",
             child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             for part in parts:
                 if counter[0] >= MAX_PARTS:
+                    entity.truncated = True
                     break
                 entity.children.append(
                     parse_entity(part, hints, default=child_default, depth=depth + 1,
@@ -79,18 +84,15 @@ def parse_entity(raw: bytes, hints: Hints = (), *, default: str = "text/plain",
 
 
 def content_type(headers: Headers, default: str) -> tuple[str, dict[str, str], bool]:
-    """(type, params, broken). A missing type gets ``default``; an unparseable one is kept as an
-    opaque attachment (``application/octet-stream``) unless it still says ``text``."""
+    """(type, params, broken). A missing type gets ``default``; an unparseable one becomes
+    ``application/octet-stream`` with ``broken`` set (the caller decides between text and an
+    opaque attachment by looking at the content)."""
     text = headers.text("content-type")
     if text is None or not text.strip(" \t;"):
         return default, {}, False
     main, params = parse_params(text)
     if _CTYPE_RE.match(main):
         return main, params, False
-    if main in ("text", "text/"):
-        return "text/plain", params, True
-    if not main and params:
-        return default, params, False
     return "application/octet-stream", params, True
 
 
@@ -143,7 +145,7 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes] | None:
 # --- Transfer encodings ------------------------------------------------------------------------
 
 _B64_LINE_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}[ \t\r]*$")
-_B64_BODY_RE = re.compile(rb"[\sA-Za-z0-9+/=]*")
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
 _B64_STRICTISH_RE = re.compile(rb"(?:[A-Za-z0-9+/]{16,}\r?\n)+[A-Za-z0-9+/]*={0,2}\s*")
 _QP_SOFT_WS_RE = re.compile(rb"=[ \t]+(\r?\n)")
 _IDENTITY = frozenset({"", "7bit", "8bit", "binary", "none"})
@@ -176,24 +178,29 @@ def decode_body(entity: Entity, notes: list[str]) -> bytes:
 
 
 def decode_base64(body: bytes, notes: list[str]) -> bytes:
-    """Base64 that tolerates missing padding, junk characters and appended plain text."""
-    if _B64_BODY_RE.fullmatch(body):
+    """Base64 that tolerates missing padding, stray characters and appended plain text."""
+    if not body.translate(None, _B64_ALPHABET):  # only base64 characters and whitespace
         try:
             return binascii.a2b_base64(body)
         except binascii.Error:
             return _b64_repair(body)
-    # Non-base64 characters: decode the leading run of base64 lines and keep the rest as is
-    # (a list footer appended to a base64 part), or everything as is if nothing is base64.
+    # Lines after the last base64-looking line are plain text appended to the part (a list
+    # footer): keep them as they are. Junk between base64 lines is skipped.
     lines = body.split(b"\n")
-    n = 0
-    while n < len(lines) and _B64_LINE_RE.match(lines[n]):
-        n += 1
-    head = b"\n".join(lines[:n])
-    if not head.strip():
+    last = -1
+    for i, line in enumerate(lines):
+        if line.strip() and _B64_LINE_RE.match(line):
+            last = i
+    if last < 0:
         _note(notes, "part declared base64 is not base64, content taken as is")
         return body
-    _note(notes, "part declared base64 has trailing non-base64 data, kept undecoded")
-    return _b64_repair(head) + b"\n" + b"\n".join(lines[n:])
+    head = b"\n".join(lines[:last + 1])
+    tail = b"\n".join(lines[last + 1:])
+    if tail.strip():
+        _note(notes, "part declared base64 has trailing non-base64 data, kept undecoded")
+        return _b64_repair(head) + b"\n" + tail.lstrip(b"\r\n")
+    _note(notes, "part declared base64 contains non-base64 characters, skipped them")
+    return _b64_repair(head)
 
 
 def _b64_repair(data: bytes) -> bytes:

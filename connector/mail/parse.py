@@ -123,7 +123,9 @@ def _joined(headers: Headers, name: str, sep: str = " ") -> str:
 def _mail_headers(h: Headers, size: int) -> MailHeaders:
     message_ids = parse_msgids(h.text("message-id"))
     from_ = _sender(h)
-    is_bounce = _is_bounce(h, from_)
+    ctype, params = parse_params(h.text("content-type") or "")
+    report_type = params.get("report-type", "").lower() if ctype == "multipart/report" else None
+    is_bounce = _is_bounce(h, from_, report_type)
     x_loop = h.decoded("x-loop")
     return MailHeaders(
         message_id=message_ids[0] if message_ids else None,
@@ -135,7 +137,7 @@ def _mail_headers(h: Headers, size: int) -> MailHeaders:
         to=_addresses(h, "to"),
         cc=_addresses(h, "cc"),
         date=parse_date(h.text("date")),
-        auto_submitted=is_bounce or _is_automatic(h),
+        auto_submitted=is_bounce or report_type is not None or _is_automatic(h),
         is_bounce=is_bounce,
         x_loop=x_loop or None,
         size=size,
@@ -164,13 +166,13 @@ def _is_automatic(h: Headers) -> bool:
         value = h.text(name)
         if value is not None and value.strip().lower() not in _FALSY:
             return True
-    ctype, params = parse_params(h.text("content-type") or "")
-    return ctype == "multipart/report"  # read receipts and other reports
+    return False
 
 
-def _is_bounce(h: Headers, from_: Address | None) -> bool:
-    ctype, params = parse_params(h.text("content-type") or "")
-    if ctype == "multipart/report" and params.get("report-type", "").lower() == "delivery-status":
+def _is_bounce(h: Headers, from_: Address | None, report_type: str | None) -> bool:
+    """DSNs, mailer-daemon/postmaster senders, null envelope senders. (Read receipts and other
+    multipart/report mails are not bounces but still count as automatic.)"""
+    if report_type in ("delivery-status", "global-delivery-status"):
         return True
     if from_ is not None and from_.address.split("@", 1)[0] in ("mailer-daemon", "postmaster"):
         return True
@@ -261,13 +263,18 @@ class _Walker:
         self.notes = notes
         self.attachments: list[Part] = []
 
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
     def walk(self, entity: Entity) -> list[_Piece]:
         if entity.ctype.startswith("multipart/") and not entity.unsplit:
-            if not entity.children and entity.body.strip():
-                if "boundary" in entity.params:
-                    return []  # only delimiters, no content
+            if entity.too_deep:
+                self.note("MIME nesting too deep: innermost parts kept as one attachment")
                 self._attach(entity)
                 return []
+            if entity.truncated:
+                self.note("more MIME parts than the parser accepts: the rest was dropped")
             if entity.ctype == "multipart/alternative":
                 return self._alternative(entity)
             if entity.ctype == "multipart/related":
@@ -316,12 +323,22 @@ class _Walker:
 
     def _leaf(self, entity: Entity) -> list[_Piece]:
         ctype = entity.ctype
-        if entity.unsplit:
-            self.notes.append(f"{ctype} without its boundary in the body: content taken as text")
-            ctype = "text/plain"
         disposition, dparams = entity.disposition
+        if entity.unsplit:
+            if entity.body.strip():
+                self.note(f"{ctype} without its boundary in the body: "
+                                  "content taken as text")
+            ctype = "text/plain"
+        elif entity.broken and disposition != "attachment" and not _raw_filename(entity, dparams):
+            # RFC 2045 reads an invalid Content-Type as text/plain; do so unless it is binary.
+            if b"\x00" in decode_body(entity, [])[:4096]:
+                self._attach(entity)
+                return []
+            raw_type = fold_ws(entity.headers.text("content-type") or "")[:80]
+            self.note(f"unparseable Content-Type {raw_type!r} read as text/plain")
+            ctype = "text/plain"
         if (ctype in ("text/plain", "text/html") and disposition != "attachment"
-                and not entity.broken and not _raw_filename(entity, dparams)):
+                and not _raw_filename(entity, dparams)):
             data = decode_body(entity, self.notes)
             charset = entity.params.get("charset")
             if ctype == "text/plain":
@@ -355,8 +372,8 @@ class _Walker:
                 filename = default_filename(ctype, inline)
         if entity.broken:
             raw_type = entity.headers.text("content-type") or ""
-            self.notes.append(f"part with unparseable Content-Type {fold_ws(raw_type)[:80]!r} "
-                              f"kept as attachment {filename!r}")
+            self.note(f"part with unparseable Content-Type {fold_ws(raw_type)[:80]!r} "
+                      f"kept as attachment {filename!r}")
         self.attachments.append(Part(filename, ctype, data, content_id, inline))
 
     def _add_file(self, name: str, data: bytes) -> None:
