@@ -8,6 +8,8 @@ quarantined with its raw bytes so the sync moves on.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,11 +21,51 @@ from . import accounts, tickets
 from .identity.microsoft import IdentityError
 from .mail.imap import ImapError, ImapMailbox
 from .mail.parse import parse_message
-from .models import Account, ImportFailure, utcnow
+from .models import Account, Article, ImportFailure, Ticket, utcnow
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
+POOL_MIN_BATCH = 32  # smaller batches (new mail, not a first import) are parsed in process: no hand-over latency
+POOL_SIZE = max(1, min(4, os.cpu_count() or 1))
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _parse_many(raws: list[bytes], max_size: int) -> list:
+    """In a pool process: parse each mail; an exception is returned in its place (it is that mail's failure)."""
+    out = []
+    for raw in raws:
+        try:
+            out.append(parse_message(raw, max_size=max_size))
+        except Exception as exc:  # noqa: BLE001
+            out.append(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _parse_pool():
+    """The process pool that parses big batches (first imports) on every core; None on one core.
+
+    Processes are spawned, not forked: the worker has many threads, and a fork copies their locks.
+    """
+    global _pool
+    if POOL_SIZE < 2:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            _pool = ProcessPoolExecutor(POOL_SIZE, mp_context=multiprocessing.get_context("spawn"))
+        return _pool
+
+
+def _reset_pool() -> None:
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class SyncError(Exception):
@@ -114,15 +156,11 @@ class AccountSync:
             except ImapError as exc:
                 self.close()
                 raise SyncError(str(exc), retry_after=exc.retry_after) from None
-            except (OSError, EOFError) as exc:
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not _is_connection_error(exc):
+                    raise
                 self.close()
                 raise SyncError(f"The IMAP connection broke ({type(exc).__name__}); reconnecting.") from None
-            except Exception as exc:  # imaplib.abort and friends
-                if type(exc).__module__.startswith(("imaplib", "imapclient")):
-                    self.close()
-                    raise SyncError(f"The IMAP server answered unexpectedly ({type(exc).__name__}: {exc}).") \
-                        from None
-                raise
             account.status = "connected"
             account.last_error = None
             account.last_sync_at = utcnow()
@@ -150,31 +188,100 @@ class AccountSync:
         account.sync_total, account.sync_done = len(uids), 0
         session.commit()
         blocked = False  # a mail to retry stops last_uid from moving past it
-        for start in range(0, len(uids), batch_size):
-            batch = uids[start:start + batch_size]
-            done_uids: list[int] = []
-            for uid, raw in mailbox.fetch(batch):
-                outcome = self._import_one(session, account, uid, raw, result)
-                if outcome == "retry":
-                    blocked = True
-                    continue
-                done_uids.append(uid)
-                if not blocked:
-                    account.last_uid = uid
-            if not blocked:
-                account.last_uid = max(account.last_uid, batch[-1])  # vanished mails count as done
-            account.sync_done = min(len(uids), start + len(batch))
-            session.commit()
-            self._after_import(account, done_uids)
+        batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
+        parsing = None  # the batch being parsed in the pool while the next one is fetched
+        for number, batch in enumerate(batches):
+            fetched = list(mailbox.fetch(batch))
+            if parsing is not None:
+                blocked = self._store(session, account, *parsing, result, blocked, len(uids))
+            parsing = (batch, self._parse_async(fetched))
+        if parsing is not None:
+            blocked = self._store(session, account, *parsing, result, blocked, len(uids))
         return result
 
-    def _import_one(self, session: Session, account: Account, uid: int, raw: bytes, result: PassResult) -> str:
-        try:
-            with session.begin_nested():
-                parsed = parse_message(raw, max_size=self.rt.settings.mail.max_message_bytes)
-                ingested = tickets.ingest(session, account, raw, parsed, uid)
-        except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the mailbox
-            return self._record_failure(session, account, uid, raw, exc, result)
+    # -- parsing and storing a batch ----------------------------------------------------------------------
+    def _parse_async(self, fetched: list[tuple[int, bytes]]):
+        """Start parsing a batch: in the process pool when it is big enough, else right here.
+
+        Returns a callable that gives [(uid, raw, ParsedMail or the exception parsing raised)].
+        """
+        max_size = self.rt.settings.mail.max_message_bytes
+        pool = _parse_pool() if len(fetched) >= POOL_MIN_BATCH else None
+        if pool is None:
+            def inline():
+                out = []
+                for uid, raw in fetched:
+                    try:
+                        out.append((uid, raw, parse_message(raw, max_size=max_size)))
+                    except Exception as exc:  # noqa: BLE001 - recorded as this mail's failure
+                        out.append((uid, raw, exc))
+                return out
+            return inline
+        chunk = max(1, len(fetched) // (2 * POOL_SIZE))
+        futures = [pool.submit(_parse_many, [raw for _, raw in fetched[i:i + chunk]], max_size)
+                   for i in range(0, len(fetched), chunk)]
+
+        def collect():
+            out = []
+            for i, future in zip(range(0, len(fetched), chunk), futures):
+                part = fetched[i:i + chunk]
+                try:
+                    parsed = future.result()
+                except Exception:  # noqa: BLE001 - a broken pool: parse this part here instead
+                    log.warning("the parser pool failed; parsing %s mails in process", len(part))
+                    _reset_pool()
+                    parsed = []
+                    for _, raw in part:
+                        try:
+                            parsed.append(parse_message(raw, max_size=max_size))
+                        except Exception as exc:  # noqa: BLE001
+                            parsed.append(exc)
+                out.extend((uid, raw, p) for (uid, raw), p in zip(part, parsed))
+            return out
+        return collect
+
+    def _store(self, session: Session, account: Account, batch: list[int], parsed_batch, result: PassResult,
+               blocked: bool, total: int) -> bool:
+        """Ingest one parsed batch, commit it with the new high-water UID, then run the post-import action."""
+        items = parsed_batch()
+        done_uids: list[int] = []
+        good = [(uid, raw, parsed) for uid, raw, parsed in items if not isinstance(parsed, BaseException)]
+        outcomes: dict[int, str] = {}
+        if good:
+            try:
+                with session.begin_nested():
+                    ingested = tickets.ingest_batch(session, account, [(raw, parsed, uid) for uid, raw, parsed in good])
+            except Exception as exc:  # noqa: BLE001 - find the culprit the slow way: one mail at a time
+                log.info("%s: batch import failed (%s: %s); importing one by one", account.address,
+                         type(exc).__name__, exc)
+                session.expire_all()
+            else:
+                for obj in list(session.identity_map.values()):  # written behind the ORM's back
+                    if isinstance(obj, (Ticket, Article)):
+                        session.expire(obj)
+                for (uid, _, _), one in zip(good, ingested):
+                    outcomes[uid] = self._count(one, result)
+        for uid, raw, parsed in items:
+            if uid not in outcomes:
+                if isinstance(parsed, BaseException):
+                    outcomes[uid] = self._record_failure(session, account, uid, raw, parsed, result)
+                else:
+                    outcomes[uid] = self._import_one(session, account, uid, raw, result, parsed)
+            if outcomes[uid] == "retry":
+                blocked = True
+                continue
+            done_uids.append(uid)
+            if not blocked:
+                account.last_uid = uid
+        if not blocked:
+            account.last_uid = max(account.last_uid, batch[-1])  # vanished mails count as done
+        account.sync_done = min(total, (account.sync_done or 0) + len(batch))
+        session.commit()
+        self._after_import(account, done_uids)
+        return blocked
+
+    @staticmethod
+    def _count(ingested, result: PassResult) -> str:
         if ingested.outcome == "duplicate":
             result.duplicates += 1
         elif ingested.outcome == "ignored":
@@ -183,6 +290,17 @@ class AccountSync:
             result.imported += 1
             result.ticket_ids.add(ingested.ticket_id)
         return ingested.outcome
+
+    def _import_one(self, session: Session, account: Account, uid: int, raw: bytes, result: PassResult,
+                    parsed=None) -> str:
+        try:
+            with session.begin_nested():
+                if parsed is None:
+                    parsed = parse_message(raw, max_size=self.rt.settings.mail.max_message_bytes)
+                ingested = tickets.ingest(session, account, raw, parsed, uid)
+        except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the mailbox
+            return self._record_failure(session, account, uid, raw, exc, result)
+        return self._count(ingested, result)
 
     def _record_failure(self, session: Session, account: Account, uid: int, raw: bytes, exc: Exception,
                         result: PassResult) -> str:
@@ -232,11 +350,25 @@ class AccountSync:
                 time.sleep(min(idle_slice, max(0.0, deadline - time.monotonic())))
             return False
         mailbox = self.mailbox
-        mailbox.idle_start()
         try:
-            while time.monotonic() < deadline and not should_stop():
-                if mailbox.idle_wait(min(idle_slice, max(0.05, deadline - time.monotonic()))):
-                    return True
-            return False
-        finally:
-            mailbox.idle_stop()
+            if mailbox.pending_news():  # arrived during the last pass: go fetch it now, not at the next check
+                return True
+            mailbox.idle_start()
+            try:
+                while time.monotonic() < deadline and not should_stop():
+                    if mailbox.idle_wait(min(idle_slice, max(0.05, deadline - time.monotonic()))):
+                        return True
+                return False
+            finally:
+                mailbox.idle_stop()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not _is_connection_error(exc):
+                raise
+            self.close()
+            raise SyncError(f"The IMAP connection broke while waiting for mail ({type(exc).__name__}); "
+                            "reconnecting.") from None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Network trouble and protocol aborts (the server went away), as opposed to our own bugs."""
+    return isinstance(exc, (OSError, EOFError)) or type(exc).__module__.startswith(("imaplib", "imapclient"))

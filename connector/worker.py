@@ -172,8 +172,12 @@ class Worker:
                                                      else settings.poll_interval_seconds)
                 while not self._stop.is_set():
                     slice_end = min(next_full_pass, time.monotonic() + renew_every)
-                    news = sync.wait_for_mail(max(0.0, slice_end - time.monotonic()), self._stop.is_set,
-                                              use_idle=settings.idle)
+                    try:
+                        news = sync.wait_for_mail(max(0.0, slice_end - time.monotonic()), self._stop.is_set,
+                                                  use_idle=settings.idle)
+                    except SyncError as exc:
+                        self._record_failure(account_id, exc)
+                        return
                     if not self._claim(account_id):
                         log.warning("mailbox %s: lease lost to another worker", account_id)
                         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,14 @@ def dovecot(ca, idp, tmp_path_factory):
     from tests.servers.dovecot import DovecotServer, dovecot_available
 
     require(dovecot_available(), "Dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
-    server = DovecotServer(tmp_path_factory.mktemp("dovecot"), ca, f"{idp.url}/introspect",
-                           shared_mailboxes=SHARED_MAILBOXES)
+    # Not under pytest's basetemp: as root Dovecot's mail processes run as "dovecot" and must traverse
+    # the path, and any other pytest run resets /tmp/pytest-of-<user> to 0700.
+    workdir = Path(tempfile.mkdtemp(prefix="connector-dovecot-"))
+    server = DovecotServer(workdir, ca, f"{idp.url}/introspect", shared_mailboxes=SHARED_MAILBOXES)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -61,21 +65,29 @@ def smtp_server(ca, idp, dovecot):
     from tests.servers.smtp import SmtpServer
 
     server = SmtpServer(ca, f"{idp.url}/introspect", deliver=dovecot.deliver,
-                        save_sent=lambda login, raw: dovecot.deliver(login, raw, folder="Sent"))
+                        save_sent=lambda login, raw: dovecot.deliver(login, raw, folder="Sent Items"))
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def org(idp) -> Org:
+def make_org(idp):
+    """make_org(redirect_uri=..., **add_app_kwargs) -> Org: a fresh tenant with one app registration."""
+    def create(redirect_uri: str = f"{TEST_BASE_URL}/auth/microsoft/callback", **app_kwargs) -> Org:
+        n = next(_counter)
+        domain = f"org{n}.test"
+        tenant = idp.add_tenant(domain)
+        secret = f"secret-{n}-value"
+        app = idp.add_app(tenant, secret=secret, redirect_uris=[redirect_uri], **app_kwargs)
+        return Org(idp, tenant, app, secret, domain)
+    return create
+
+
+@pytest.fixture
+def org(make_org) -> Org:
     """A fresh tenant with a single-tenant app whose callback is the test client's."""
-    n = next(_counter)
-    domain = f"org{n}.test"
-    tenant = idp.add_tenant(domain)
-    secret = f"secret-{n}-value"
-    app = idp.add_app(tenant, secret=secret, redirect_uris=[f"{TEST_BASE_URL}/auth/microsoft/callback"])
-    return Org(idp, tenant, app, secret, domain)
+    return make_org()
 
 
 @pytest.fixture
@@ -169,6 +181,27 @@ def admin(make_user):
 @pytest.fixture
 def agent(make_user):
     return make_user("agent")
+
+
+@pytest.fixture
+def live_server(tmp_path_factory, idp, ca):
+    """live_server(worker=False, env=None, start=True) -> LiveServer: the real `connector serve`.
+
+    Configured only by environment (base URL, data dir, database, authority host, CA bundle, plus
+    `env`); stopped with SIGTERM at teardown. With start=False, create users first, then .start().
+    """
+    from tests.support.live import LiveServer
+
+    servers = []
+
+    def create(worker: bool = False, env: dict | None = None, start: bool = True) -> LiveServer:
+        server = LiveServer(tmp_path_factory.mktemp("live"), idp_url=idp.url, ca_path=ca.ca_path,
+                            worker=worker, env=env)
+        servers.append(server)
+        return server.start() if start else server
+    yield create
+    for server in servers:
+        server.stop()
 
 
 def pytest_report_header(config):

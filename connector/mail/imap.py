@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -70,6 +71,7 @@ class ImapMailbox:
         # IMAPClient turns on imaplib's debug formatting; it halves throughput and could log data.
         self.client._imap.debug = 0
         self.folder_state: FolderState | None = None
+        self._empty_wakeups = 0
 
     def login(self, user: str, token: str) -> None:
         try:
@@ -96,6 +98,8 @@ class ImapMailbox:
         state = FolderState(int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0)),
                             int(info[b"UIDNEXT"]) if b"UIDNEXT" in info else None)
         self.folder_state = state
+        # SELECT's own count is not news; an EXISTS announced after this (during SEARCH/FETCH) is.
+        self.client._imap.untagged_responses.pop("EXISTS", None)
         return state
 
     def uids_after(self, last_uid: int) -> list[int]:
@@ -143,6 +147,16 @@ class ImapMailbox:
         else:
             self.client.expunge()
 
+    def pending_news(self) -> bool:
+        """Did the server announce new mail since the last SELECT (during a fetch), or does it now (NOOP)?
+
+        A mail delivered while a pass runs is not announced again once IDLE starts: Dovecot, for one,
+        reports it only at its next periodic check. Asking before each IDLE closes that gap.
+        """
+        announced = bool(self.client._imap.untagged_responses.pop("EXISTS", None))
+        _, responses = self.client.noop()
+        return announced or any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+
     def supports_idle(self) -> bool:
         return self.client.has_capability("IDLE")
 
@@ -150,9 +164,23 @@ class ImapMailbox:
         self.client.idle()
 
     def idle_wait(self, timeout: float) -> bool:
-        """True when the server reported something (new mail, expunge, flags)."""
+        """True when the server reported something (new mail, expunge, flags).
+
+        IMAPClient's idle_check swallows EOF: on a closed connection the socket polls readable and the
+        call returns nothing at once, for ever. Two such instant empty answers mean the server is gone.
+        """
+        started = time.monotonic()
         responses = self.client.idle_check(timeout=timeout)
-        return bool(responses)
+        if responses:
+            self._empty_wakeups = 0
+            return True
+        if time.monotonic() - started < min(0.05, timeout / 10):
+            self._empty_wakeups += 1
+            if self._empty_wakeups >= 2:
+                raise ConnectionResetError("the IMAP server closed the connection during IDLE")
+        else:
+            self._empty_wakeups = 0
+        return False
 
     def idle_stop(self) -> None:
         self.client.idle_done()
