@@ -134,6 +134,7 @@ class Sender:
         """Items left in "sending" by a crash: sent if the server filed them, else queued again."""
         stale = session.scalars(select(OutboxItem).where(OutboxItem.state == "sending",
                                                          OutboxItem.lease_expires_at < utcnow())).all()
+        session.commit()  # what follows talks to the IMAP server
         for item in stale:
             found = self._in_sent_folder(session, item)
             if found is None:
@@ -153,6 +154,7 @@ class Sender:
         if account is None or identity is None:
             return None
         message_id = session.scalar(select(Article.message_id).where(Article.id == item.article_id))
+        session.commit()  # no transaction across the network calls below
         ms = self.rt.settings.microsoft
         try:
             token = accounts.mail_access_token(session, self.rt.vault, identity, account)
@@ -182,6 +184,7 @@ class Sender:
             by_account: dict[int, list[int]] = {}
             for item_id, account_id in due:
                 by_account.setdefault(account_id, []).append(item_id)
+            session.commit()
             for account_id, item_ids in by_account.items():
                 if should_stop():
                     break
@@ -199,6 +202,7 @@ class Sender:
                     continue
                 item = session.get(OutboxItem, item_id)
                 session.refresh(item)
+                session.commit()  # SMTP below: hold no transaction while talking to the server
                 try:
                     if submitter is None:
                         submitter = self._connect(session, account)
@@ -224,6 +228,7 @@ class Sender:
 
     def _connect(self, session: Session, account: Account) -> SmtpSubmitter:
         identity = self.rt.identity(session)
+        session.commit()
         if identity is None:
             raise SendFailure("The Microsoft 365 app is not registered: an admin must register it first.", False)
         if account.status in ("disabled", "needs_reconnect") or account.token_cache_enc is None:

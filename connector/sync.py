@@ -46,7 +46,9 @@ def _parse_many(raws: list[bytes], max_size: int) -> list:
 def _parse_pool():
     """The process pool that parses big batches (first imports) on every core; None on one core.
 
-    Processes are spawned, not forked: the worker has many threads, and a fork copies their locks.
+    Processes come from a fork server, not from a fork of this process: the worker has many threads,
+    and a fork copies their locks. The fork server imports this module once, so each process starts
+    at once instead of importing the whole app again (as `spawn` would).
     """
     global _pool
     if POOL_SIZE < 2:
@@ -56,7 +58,9 @@ def _parse_pool():
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            _pool = ProcessPoolExecutor(POOL_SIZE, mp_context=multiprocessing.get_context("spawn"))
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            _pool = ProcessPoolExecutor(POOL_SIZE, mp_context=context)
         return _pool
 
 
@@ -106,6 +110,7 @@ class AccountSync:
     def connect(self, session: Session, account: Account) -> ImapMailbox:
         """Log in with the cached token; if the server refuses it, refresh once and try again."""
         identity = self.rt.identity(session)
+        session.commit()  # the token refresh and the login below are network calls
         if identity is None:
             raise SyncError("The Microsoft 365 app is not registered: an admin must register it first.",
                             retry_after=60)
@@ -146,6 +151,7 @@ class AccountSync:
             if account is None or account.status in ("disabled", "needs_reconnect") or not account.token_cache_enc:
                 raise SyncError("The mailbox is not connected.", reconnect=account is not None
                                 and account.status == "needs_reconnect")
+            session.commit()  # never hold a transaction (SQLite's write lock) across network calls
             try:
                 if self.mailbox is None:
                     self.connect(session, account)
@@ -190,11 +196,12 @@ class AccountSync:
         blocked = False  # a mail to retry stops last_uid from moving past it
         batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
         parsing = None  # the batch being parsed in the pool while the next one is fetched
-        for number, batch in enumerate(batches):
+        for batch in batches:
             fetched = list(mailbox.fetch(batch))
+            job = (batch, self._parse_async(fetched))  # parsing starts before the previous batch is stored
             if parsing is not None:
                 blocked = self._store(session, account, *parsing, result, blocked, len(uids))
-            parsing = (batch, self._parse_async(fetched))
+            parsing = job
         if parsing is not None:
             blocked = self._store(session, account, *parsing, result, blocked, len(uids))
         return result
