@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connector import create_app
 from connector.runtime import Runtime
 from connector import users
 from tests.idp import IdentityProvider

@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length
 from .. import accounts, outbox, tickets
 from ..mail.compose import ComposeError, OutgoingFile
 from ..mail.html import sanitize_html, text_to_html
-from ..models import TICKET_STATUSES, Article, Attachment, Blob, OutboxItem
+from ..models import TICKET_STATUSES, Article, Attachment, Blob
 from .context import db, runtime
 
 bp = Blueprint("tickets", __name__)

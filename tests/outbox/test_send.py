@@ -12,19 +12,10 @@ from connector import outbox, users
 from connector.mail.compose import ComposeError
 from connector.models import Account, Article, OutboxItem, Ticket, utcnow
 from connector.outbox import Sender
-from connector.sync import AccountSync
 from tests.support.app import csrf_token, login
-from tests.support.mail import connect, make_mail
+from tests.support.mail import connect, make_mail, run_pass
 
 _customers = itertools.count(1)
-
-
-def sync(app, account_id):
-    s = AccountSync(app.extensions["connector"], account_id)
-    try:
-        return s.run_pass()
-    finally:
-        s.close()
 
 
 def send_due(app) -> bool:
@@ -39,7 +30,7 @@ def ticket_setup(mail_app, org, ca, agent, dovecot):
     customer = f"customer-{next(_customers)}@example.net"  # Dovecot lives for the whole session
     dovecot.deliver(address, make_mail(to=address, sender=customer, subject="Order missing",
                                        message_id=f"<order-{customer}>", body="Where is it?"))
-    sync(mail_app, account_id)
+    run_pass(mail_app, account_id)
     with mail_app.extensions["connector"].db.session() as session:
         ticket = session.scalar(select(Ticket).where(Ticket.account_id == account_id))
         return account_id, address, ticket.id, customer
@@ -92,7 +83,7 @@ def test_reply_reaches_the_customer_threaded_and_the_answer_comes_back(mail_app,
     # the customer answers our reply: it lands on the same ticket
     dovecot.deliver(address, make_mail(to=address, sender=customer, subject=str(mail["Subject"]),
                                        in_reply_to=our_id, references=our_id, body="Thanks!"))
-    sync(mail_app, account_id)
+    run_pass(mail_app, account_id)
     detail = client.get(f"/api/v1/tickets/{ticket_id}", headers=api(mail_app, agent)).get_json()
     assert [a["direction"] for a in detail["articles"]] == ["in", "out", "in"]
     assert detail["articles"][1]["delivery"] == "sent"

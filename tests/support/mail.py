@@ -79,3 +79,14 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def run_pass(app, account_id: int):
+    """One sync pass of one mailbox, as the worker runs it; returns the PassResult."""
+    from connector.sync import AccountSync
+
+    sync = AccountSync(app.extensions["connector"], account_id)
+    try:
+        return sync.run_pass()
+    finally:
+        sync.close()

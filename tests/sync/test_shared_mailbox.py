@@ -11,7 +11,7 @@ from connector.outbox import Sender
 from connector.sync import AccountSync
 from tests.conftest import TEST_BASE_URL
 from tests.support.app import Org
-from tests.support.mail import connect, counts, make_mail
+from tests.support.mail import connect, counts, make_mail, run_pass
 
 SHARED = "shared@contoso.test"
 _n = itertools.count(1)
@@ -24,14 +24,6 @@ def contoso(idp) -> Org:
     secret = f"contoso-secret-{next(_n)}"
     app = idp.add_app(tenant, secret=secret, redirect_uris=[f"{TEST_BASE_URL}/auth/microsoft/callback"])
     return Org(idp, tenant, app, secret, "contoso.test")
-
-
-def run_pass(app, account_id):
-    sync = AccountSync(app.extensions["connector"], account_id)
-    try:
-        return sync.run_pass()
-    finally:
-        sync.close()
 
 
 def test_delegate_reads_and_answers_for_the_shared_mailbox(mail_app, contoso, ca, agent, dovecot, smtp_server, idp):
@@ -49,7 +41,7 @@ def test_delegate_reads_and_answers_for_the_shared_mailbox(mail_app, contoso, ca
     assert result.imported >= 1  # the shared mailbox may hold mail of earlier tests in this session
     with rt.db.session() as session:
         ticket = session.scalar(select(Ticket).where(Ticket.subject == subject))
-        from connector import outbox, users
+        from connector import outbox
         user = session.get(type(agent), agent.id)
         article = outbox.queue_reply(session, session.get(Ticket, ticket.id), user, "We are on it.")
         article_id = article.id

@@ -3,17 +3,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from connector.models import Account, Article, Ticket
+from connector.models import Account, Ticket
 from connector.sync import AccountSync
-from tests.support.mail import connect, counts, make_mail
-
-
-def run_pass(app, account_id):
-    sync = AccountSync(app.extensions["connector"], account_id)
-    try:
-        return sync.run_pass()
-    finally:
-        sync.close()
+from tests.support.mail import connect, counts, make_mail, run_pass
 
 
 def test_new_mail_becomes_a_ticket_and_a_reply_threads_into_it(mail_app, org, ca, agent, dovecot):

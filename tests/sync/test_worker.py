@@ -4,10 +4,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import select
 
 from connector.mail.imap import ImapError, ImapMailbox
-from connector.models import Account, Ticket
+from connector.models import Account
 from connector.sync import AccountSync
 from connector.worker import Worker
 from tests.support.mail import connect, counts, make_mail, wait_until
