@@ -8,7 +8,7 @@ from datetime import date
 from sqlalchemy.orm import Session
 
 from .config import Settings
-from .crypto import Vault
+from .crypto import DecryptionError, Vault
 from .identity.microsoft import GENERIC_TENANTS, MicrosoftIdentity, Registration
 from .models import AppRegistration, utcnow
 
@@ -98,7 +98,12 @@ def save(session: Session, settings: Settings, vault: Vault, *, client_id: str, 
     row = stored(session)
     secret = (client_secret or "").strip()
     if not secret:
-        current = load(session, settings, vault)
+        try:
+            current = load(session, settings, vault)
+        except DecryptionError:
+            raise RegistrationInputError("client_secret", "The stored client secret cannot be decrypted with the "
+                                         "configured encryption key (it changed): paste the client secret again."
+                                         ) from None
         if current is None:
             raise RegistrationInputError("client_secret", "Paste the client secret's Value from Certificates & "
                                          "secrets in Azure.")

@@ -15,6 +15,9 @@ from .models import ROLES, ApiToken, LoginThrottle, User, utcnow
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 MIN_PASSWORD = 10
 MAX_LOCK_SECONDS = 15 * 60
+# Failures older than this are forgotten, so a shared office address is not locked out for good by
+# the typos of many weeks (the per-address count also resets on a successful sign-in).
+FAILURE_WINDOW = timedelta(hours=1)
 # A real hash of a random password, checked when the user does not exist, so that timing does not
 # tell which addresses have accounts.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -74,6 +77,8 @@ def _seconds_locked(row: LoginThrottle | None) -> int:
 def _record_failure(session: Session, key: str, max_failures: int) -> None:
     row = _throttle(session, key) or LoginThrottle(key=key, failures=0)
     session.add(row)
+    if row.last_failure_at is not None and utcnow() - row.last_failure_at > FAILURE_WINDOW:
+        row.failures, row.locked_until = 0, None
     row.failures = (row.failures or 0) + 1
     row.last_failure_at = utcnow()
     if row.failures >= max_failures:

@@ -58,8 +58,8 @@ _SENTENCES: dict[int, tuple[str, bool]] = {
               "secrets in Azure and save it on the Microsoft 365 app page.", False),
     90002: ("Microsoft does not know the tenant \"{tenant}\" (AADSTS90002): use the Directory (tenant) ID or a "
             "verified domain of your organisation, or \"organizations\" for a multitenant app.", False),
-    900023: ("\"{tenant}\" is not a valid tenant (AADSTS900023): use the Directory (tenant) ID GUID, a verified "
-             "domain, \"organizations\" or \"common\".", False),
+    900023: ("The Tenant ID \"{tenant}\" is not a valid tenant (AADSTS900023): use the Directory (tenant) ID GUID, "
+             "a verified domain, \"organizations\" or \"common\".", False),
     50011: ("The callback URL is not registered for this app (AADSTS50011): add {callback_url} as a redirect URI "
             "of the Web platform in Azure (Authentication), then try again.", False),
     9002325: ("The callback URL is registered as a single-page application (AADSTS9002325): register "
@@ -68,8 +68,8 @@ _SENTENCES: dict[int, tuple[str, bool]] = {
               "{callback_url} under the Web platform in Azure (Authentication) instead.", False),
     28000: ("Microsoft refused to issue one token for two different services (AADSTS28000): this is a bug in "
             "connector, please report it.", False),
-    500011: ("The tenant has no Exchange Online (AADSTS500011: Office 365 Exchange Online was not found): the "
-             "mailbox must be in a Microsoft 365 tenant with Exchange Online.", False),
+    500011: ("Microsoft does not find Office 365 Exchange Online in this tenant (AADSTS500011): connect a mailbox "
+             "of a Microsoft 365 tenant with Exchange Online, or ask its admin to license Exchange Online.", False),
     50034: ("Microsoft does not know this user account (AADSTS50034): check the address, then reconnect.", True),
     50057: ("The user account is disabled in the directory (AADSTS50057): ask an admin to enable it, then "
             "reconnect.", True),

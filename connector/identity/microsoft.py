@@ -136,16 +136,22 @@ class MicrosoftIdentity:
             response = self._http.get(url, timeout=HTTP_TIMEOUT)
         except requests.exceptions.RequestException as exc:
             raise self._unreachable(exc) from None
+        not_metadata = IdentityError(Explained(
+            f"{self.authority_host} did not answer like a Microsoft sign-in service (HTTP {response.status_code} "
+            "without OpenID metadata): check [microsoft] authority_host."))
         try:
             payload = response.json()
         except ValueError:
-            raise IdentityError(Explained(
-                f"{self.authority_host} did not answer like a Microsoft sign-in service (HTTP {response.status_code} "
-                "without OpenID metadata): check [microsoft] authority_host.")) from None
+            raise not_metadata from None
+        if not isinstance(payload, dict):
+            raise not_metadata
         if response.status_code != 200 or "error" in payload:
             if "error" not in payload:
-                payload = {"error": "invalid_request", "error_description": "AADSTS90002"}
+                payload = {"error": "server_error"} if response.status_code >= 500 else \
+                    {"error": "invalid_request", "error_description": "AADSTS90002"}
             raise self._explain(payload)
+        if not {"authorization_endpoint", "token_endpoint", "jwks_uri", "issuer"} <= payload.keys():
+            raise not_metadata
         return payload
 
     def check_registration(self) -> None:

@@ -38,6 +38,11 @@ class SettingsForm(FlaskForm):
     submit = SubmitField("Save settings")
 
 
+SECRET_UNREADABLE = ("The stored client secret cannot be decrypted with the configured encryption key: restore the "
+                     "old key (CONNECTOR_ENCRYPTION_KEY or encryption.key in the data folder), or an admin can save "
+                     "the client secret again on the Microsoft 365 app page.")
+
+
 def _error_page(message: str, status: int = 400):
     return render_template("accounts/connect_error.html", message=message), status
 
@@ -48,12 +53,13 @@ def index():
     session = db()
     rt = runtime()
     mailboxes = accounts.visible_accounts(session, current_user)
+    current = registration.view(session, rt.settings)  # without decrypting: a lost key must not break this page
     members = {}
     if current_user.is_admin:
         for row in session.scalars(select(AccountMember)):
             members.setdefault(row.account_id, []).append(row.user.email)
     return render_template("accounts/index.html", mailboxes=mailboxes, members=members,
-                           registered=registration.load(session, rt.settings, rt.vault) is not None,
+                           registered=current is not None and current.secret_set,
                            member_form=MemberForm(), settings_forms={
                                a.id: SettingsForm(obj=a, prefix=f"a{a.id}") for a in mailboxes})
 
@@ -71,8 +77,8 @@ def connect():
     login_hint = request.args.get("login_hint") or None
     try:
         identity = rt.identity(session)
-    except DecryptionError as exc:
-        return _error_page(str(exc), 500)
+    except DecryptionError:
+        return _error_page(SECRET_UNREADABLE, 409)
     if identity is None:
         hint = " Open Admin > Microsoft 365 app to do it." if current_user.is_admin else " Ask an admin to do it."
         return _error_page("The Microsoft 365 app is not registered yet, so mailboxes cannot be connected." + hint,
@@ -103,7 +109,10 @@ def callback():
         return _error_page("This sign-in answer does not belong to a sign-in started here (the state does not "
                            "match): it was used already, or it was forged. Start again with \"Connect Microsoft "
                            "365\".")
-    identity = rt.identity(session)
+    try:
+        identity = rt.identity(session)
+    except DecryptionError:
+        return _error_page(SECRET_UNREADABLE, 409)
     if identity is None:
         return _error_page("The Microsoft 365 app registration was removed during the sign-in: ask an admin.", 409)
     shared = flow.pop("connector_shared", None)

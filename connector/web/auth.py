@@ -22,7 +22,9 @@ class LoginForm(FlaskForm):
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    """A path on this site, else the ticket list: browsers read "/\\host" as "//host", and drop tabs."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc \
+            and "\\" not in target and not any(ord(c) < 32 or ord(c) == 127 for c in target):
         return target
     return url_for("tickets.index")
 

@@ -1,0 +1,422 @@
+"""Mailboxes: connecting through the test IdP, every way it can go wrong, reconnect, disconnect, who sees what."""
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from connector import accounts as accounts_service
+from connector.identity.microsoft import IdentityError
+from connector.models import Account, AccountMember, Ticket
+from tests.idp.driver import complete_authorization
+from tests.support.app import (connect_mailbox, csrf_token, finish_connect, login, save_registration,
+                               start_connect)
+
+
+def _text(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def _connect_error(response) -> str:
+    """The sentence on the "not connected" page, unescaped; the page must be a clean 4xx."""
+    page = _text(response)
+    assert 400 <= response.status_code < 500, (response.status_code, page)
+    assert "Traceback" not in page and "Something went wrong" not in page
+    match = re.search(r'<p class="problem" role="alert" id="connect-error">(.*?)</p>', page, re.S)
+    assert match, page
+    return html.unescape(match.group(1))
+
+
+def _accounts(app) -> list[Account]:
+    with app.extensions["connector"].db.session() as session:
+        return list(session.scalars(select(Account).order_by(Account.id)))
+
+
+def _row(page: str, address: str) -> str:
+    match = re.search(rf'<tr data-address="{re.escape(address)}".*?</tr>', page, re.S)
+    assert match, f"{address} is not listed"
+    return match.group(0)
+
+
+def _with_query(url: str, **changes) -> str:
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@pytest.fixture
+def registered(client, admin, org):
+    """The app is registered (by an admin, who is then signed out again)."""
+    login(client, admin.email)
+    assert save_registration(client, org).status_code == 302
+    client.post("/logout", data={"csrf_token": csrf_token(_text(client.get("/admin/microsoft")))})
+    return org
+
+
+def sign_in(client, user):
+    assert login(client, user.email).status_code == 302
+    return user
+
+
+def api_accounts(app, user) -> list[dict]:
+    from connector import users
+    with app.extensions["connector"].db.session() as session:
+        token = users.issue_api_token(session, session.get(type(user), user.id))
+    response = app.test_client().get("/api/v1/accounts", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    return response.get_json()
+
+
+# -- connecting ------------------------------------------------------------------------------------------
+
+def test_connect_sends_the_browser_straight_to_the_authority(client, agent, registered, idp):
+    sign_in(client, agent)
+    page = _text(client.get("/accounts"))
+    assert 'href="/accounts/connect/microsoft">Connect Microsoft 365</a>' in page
+    location = start_connect(client)
+    parts = urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}" == idp.url
+    assert parts.path == f"/{registered.tenant_id}/oauth2/v2.0/authorize"
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert query["client_id"] == registered.client_id
+    assert query["redirect_uri"] == "http://localhost/auth/microsoft/callback"
+    assert query["response_type"] == "code" and query["prompt"] == "select_account"
+    assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) >= 43
+    assert len(query["state"]) >= 16 and len(query["nonce"]) >= 16
+    assert set(query["scope"].split()) == {
+        "offline_access", "openid", "profile", "email",
+        "https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office.com/SMTP.Send"}
+    assert "code_verifier" not in parts.query and registered.secret not in location
+
+
+def test_each_connect_has_its_own_state_and_pkce(client, agent, registered):
+    sign_in(client, agent)
+    first, second = (parse_qs(urlsplit(start_connect(client)).query) for _ in range(2))
+    for key in ("state", "nonce", "code_challenge"):
+        assert first[key] != second[key]
+
+
+def test_connecting_lists_the_mailbox_as_connected(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("alice", name="Alice Example")
+    response = connect_mailbox(client, ca.ca_path, mailbox)
+    assert response.status_code == 302 and response.headers["Location"] == "/accounts"
+    page = _text(client.get("/accounts"))
+    assert f"{mailbox} is connected." in page
+    row = _row(page, mailbox)
+    assert 'data-status="connected"' in row and ">Reconnect</a>" in row and ">Disconnect</button>" in row
+    [account] = _accounts(app)
+    assert (account.address, account.status, account.connected_by_id) == (mailbox, "connected", agent.id)
+    assert account.display_name == "Alice Example" and account.tenant_id == registered.tenant_id
+    assert account.home_account_id.endswith("." + registered.tenant_id)
+
+
+def test_connect_before_the_app_is_registered(client, agent, admin):
+    sign_in(client, agent)
+    page = _text(client.get("/accounts"))
+    assert "The Microsoft 365 app is not registered yet." in page and "Ask an admin to register it." in page
+    assert "Connect Microsoft 365</a>" not in page
+    response = client.get("/accounts/connect/microsoft")
+    assert response.status_code == 409
+    assert "cannot be connected. Ask an admin to do it." in _text(response)
+
+
+def test_connect_needs_a_sign_in(client, registered):
+    for path in ("/accounts", "/accounts/connect/microsoft", "/auth/microsoft/callback?code=x&state=y"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+# -- consent and sign-in problems: a sentence, never a stack trace -----------------------------------------
+
+def test_declined_consent(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("bob")
+    message = _connect_error(connect_mailbox(client, ca.ca_path, mailbox, consent=False))
+    assert message == ("The permissions were declined at Microsoft (AADSTS65004), so no mailbox was connected: "
+                       "click \"Connect Microsoft 365\" again and choose Accept.")
+    assert _accounts(app) == []
+
+
+def test_missing_admin_consent_then_granted(app, client, agent, registered, ca, idp):
+    sign_in(client, agent)
+    mailbox = registered.add_user("carol", needs_admin_consent=True)
+    message = _connect_error(connect_mailbox(client, ca.ca_path, mailbox))
+    assert "the admin has not consented to IMAP.AccessAsUser.All and SMTP.Send for this tenant (AADSTS65001)" \
+        in message
+    consent_url = f"{idp.url}/{registered.tenant_id}/v2.0/adminconsent?client_id={registered.client_id}"
+    assert f"ask an admin to grant consent (an admin can open {consent_url}" in message
+    assert message.endswith("then reconnect.")
+    assert _accounts(app) == []
+    idp.grant_admin_consent(registered.tenant, registered.app)
+    assert connect_mailbox(client, ca.ca_path, mailbox).status_code == 302
+    assert [a.address for a in _accounts(app)] == [mailbox]
+
+
+def test_single_tenant_app_saved_as_organizations(app, client, admin, agent, org, ca):
+    sign_in(client, admin)
+    assert save_registration(client, org, tenant="organizations").status_code == 302
+    mailbox = org.add_user("dave")
+    message = _connect_error(connect_mailbox(client, ca.ca_path, mailbox))
+    assert message.startswith("The app is registered for a single tenant, but the Tenant ID here is "
+                              "\"organizations\" (AADSTS50194): enter the app's Directory (tenant) ID")
+    assert _accounts(app) == []
+
+
+def test_a_user_of_another_organisation(app, client, agent, registered, make_org, ca):
+    stranger = make_org().add_user("eve")
+    sign_in(client, agent)
+    message = _connect_error(connect_mailbox(client, ca.ca_path, stranger))
+    assert "is not a member of the app's tenant (AADSTS50020)" in message
+    assert "sign in with an account of that organisation" in message
+
+
+def test_the_authority_is_unreachable_when_connecting(make_app, client, agent, registered):
+    from tests.support.net import free_port
+    offline = make_app(microsoft={"authority_host": f"https://127.0.0.1:{free_port()}"})  # same database
+    other = offline.test_client()
+    sign_in(other, agent)
+    response = other.get("/accounts/connect/microsoft")
+    assert response.status_code == 502
+    page = _text(response)
+    assert "cannot be reached (ConnectionError)" in page and "Traceback" not in page
+
+
+def test_the_token_endpoint_fails_at_the_callback(app, client, agent, registered, ca, mocker):
+    sign_in(client, agent)
+    mailbox = registered.add_user("frank")
+    redirect = complete_authorization(start_connect(client), mailbox, "pw", ca_path=ca.ca_path)
+    mocker.patch.object(requests.Session, "post", side_effect=requests.exceptions.ConnectTimeout("slow"))
+    message = _connect_error(finish_connect(client, redirect))
+    assert "cannot be reached (ConnectTimeout)" in message
+    assert _accounts(app) == []
+
+
+# -- state: the answer must belong to a sign-in started here, once ---------------------------------------------
+
+def test_a_callback_with_a_wrong_state_is_refused(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("gina")
+    redirect = complete_authorization(start_connect(client), mailbox, "pw", ca_path=ca.ca_path)
+    message = _connect_error(finish_connect(client, _with_query(redirect, state="forged-state")))
+    assert "does not belong to a sign-in started here (the state does not match)" in message
+    assert "Start again with \"Connect Microsoft 365\"" in message
+    assert _accounts(app) == []
+    # the sign-in it interrupted is spent too: its state cannot be tried again
+    assert "state does not match" in _connect_error(finish_connect(client, redirect))
+    assert _accounts(app) == []
+
+
+def test_a_replayed_callback_is_refused(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("hank")
+    redirect = complete_authorization(start_connect(client), mailbox, "pw", ca_path=ca.ca_path)
+    assert finish_connect(client, redirect).status_code == 302
+    assert "state does not match" in _connect_error(finish_connect(client, redirect))
+    assert len(_accounts(app)) == 1
+
+
+def test_a_callback_stolen_into_another_session_is_refused(app, client, agent, make_user, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("ivy")
+    redirect = complete_authorization(start_connect(client), mailbox, "pw", ca_path=ca.ca_path)
+    attacker = app.test_client()
+    sign_in(attacker, make_user("agent"))
+    start_connect(attacker)  # even with a sign-in of its own under way
+    assert "state does not match" in _connect_error(finish_connect(attacker, redirect))
+    assert _accounts(app) == []
+
+
+def test_a_forged_callback_without_a_sign_in_is_refused(app, client, agent, registered):
+    sign_in(client, agent)
+    for query in ({"code": "1.AQforged", "state": "x"}, {"error": "access_denied", "state": "x"}, {}):
+        assert "state does not match" in _connect_error(client.get("/auth/microsoft/callback", query_string=query))
+    assert _accounts(app) == []
+
+
+def test_a_tampered_flow_cookie_is_refused(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("jack")
+    redirect = complete_authorization(start_connect(client), mailbox, "pw", ca_path=ca.ca_path)
+    with client.session_transaction() as session:
+        session["ms_flow"] = "not-a-fernet-token"
+    assert "state does not match" in _connect_error(finish_connect(client, redirect))
+
+
+# -- reconnect, disconnect, needs reconnect ----------------------------------------------------------------
+
+def test_connecting_the_same_mailbox_again_reconnects_it(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("kim")
+    connect_mailbox(client, ca.ca_path, mailbox)
+    [first] = _accounts(app)
+    response = connect_mailbox(client, ca.ca_path, mailbox.upper())  # sign in with other case
+    assert response.status_code == 302
+    assert f"{mailbox} is reconnected." in _text(client.get("/accounts"))
+    [again] = _accounts(app)
+    assert again.id == first.id and again.token_cache_enc != first.token_cache_enc
+
+
+def test_reconnect_button_goes_to_the_authority_with_a_login_hint(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("lena")
+    connect_mailbox(client, ca.ca_path, mailbox)
+    [account] = _accounts(app)
+    response = client.get(f"/accounts/{account.id}/reconnect")
+    assert response.status_code == 302
+    location = client.get(response.headers["Location"]).headers["Location"]
+    assert parse_qs(urlsplit(location).query)["login_hint"] == [mailbox]
+    redirect = complete_authorization(location, mailbox, "pw", ca_path=ca.ca_path)
+    assert finish_connect(client, redirect).status_code == 302
+    assert len(_accounts(app)) == 1
+
+
+def test_a_revoked_grant_shows_needs_reconnect_and_reconnecting_fixes_it(app, client, agent, registered, ca, idp):
+    sign_in(client, agent)
+    mailbox = registered.add_user("mona")
+    connect_mailbox(client, ca.ca_path, mailbox)
+    idp.revoke(mailbox, code=50173)
+    rt = app.extensions["connector"]
+    with rt.db.session() as session:
+        account = session.scalar(select(Account))
+        with pytest.raises(IdentityError):
+            accounts_service.mail_access_token(session, rt.vault, rt.identity(session), account, force_refresh=True)
+    row = _row(_text(client.get("/accounts")), mailbox)
+    assert 'data-status="needs_reconnect"' in row and "needs reconnect" in row
+    assert "Microsoft revoked the sign-in, for example after a password change (AADSTS50173): reconnect the " \
+           "mailbox." in row
+    assert ">Reconnect</a>" in row
+    api = api_accounts(app, agent)
+    assert api[0]["status"] == "needs_reconnect" and "AADSTS50173" in api[0]["last_error"]
+
+    account_id = _accounts(app)[0].id
+    location = client.get(client.get(f"/accounts/{account_id}/reconnect").headers["Location"]).headers["Location"]
+    assert finish_connect(client, complete_authorization(location, mailbox, "pw", ca_path=ca.ca_path)) \
+        .status_code == 302
+    [account] = _accounts(app)
+    assert account.status == "connected" and account.last_error is None
+
+
+def test_disconnect_drops_the_tokens_and_keeps_the_mail(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    mailbox = registered.add_user("nina")
+    connect_mailbox(client, ca.ca_path, mailbox)
+    rt = app.extensions["connector"]
+    with rt.db.session() as session:
+        account = session.scalar(select(Account))
+        session.add(Ticket(number=1, account_id=account.id, subject="Printer on fire"))
+    page = _text(client.get("/accounts"))
+    response = client.post(f"/accounts/{account.id}/disconnect", data={"csrf_token": csrf_token(page)})
+    assert response.status_code == 302
+    page = _text(client.get("/accounts"))
+    assert f"{mailbox} is disconnected: its tokens are deleted, its tickets stay." in page
+    row = _row(page, mailbox)
+    assert 'data-status="disabled"' in row and ">Reconnect</a>" in row and ">Disconnect</button>" not in row
+    assert f"Disconnected by {agent.email}: reconnect to resume." in row
+    [account] = _accounts(app)
+    assert account.status == "disabled" and account.token_cache_enc is None
+    with rt.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+    assert connect_mailbox(client, ca.ca_path, mailbox).status_code == 302  # and it can come back
+    [account] = _accounts(app)
+    assert account.status == "connected" and account.token_cache_enc is not None
+
+
+def test_disconnect_is_a_post_with_csrf(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    connect_mailbox(client, ca.ca_path, registered.add_user("olga"))
+    [account] = _accounts(app)
+    assert client.get(f"/accounts/{account.id}/disconnect").status_code == 405
+    assert client.post(f"/accounts/{account.id}/disconnect").status_code == 400
+    assert _accounts(app)[0].status == "connected"
+
+
+def test_a_shared_mailbox_is_connected_by_a_delegate(app, client, agent, registered, ca, idp):
+    sign_in(client, agent)
+    delegate = registered.add_user("paul")
+    shared = f"support@{registered.domain}"
+    idp.grant_mailbox_access(delegate, shared)
+    assert connect_mailbox(client, ca.ca_path, delegate, mailbox=shared).status_code == 302
+    [account] = _accounts(app)
+    assert (account.address, account.token_owner) == (shared, delegate)
+    assert f"via {delegate}" in _row(_text(client.get("/accounts")), shared)
+    bad = client.get("/accounts/connect/microsoft", query_string={"mailbox": "not an address"})
+    assert bad.status_code == 400 and "enter the shared mailbox&#39;s full address" in _text(bad)
+
+
+# -- who sees which mailbox ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def two_agents(app, make_user, registered, ca):
+    """Agent A connected a mailbox; agent B did not."""
+    a, b = make_user("agent"), make_user("agent")
+    client_a = app.test_client()
+    sign_in(client_a, a)
+    mailbox = registered.add_user("quinn")
+    connect_mailbox(client_a, ca.ca_path, mailbox)
+    client_b = app.test_client()
+    sign_in(client_b, b)
+    return a, b, client_a, client_b, mailbox, _accounts(app)[0].id
+
+
+def test_an_agent_does_not_see_another_agents_mailbox(app, two_agents):
+    a, b, client_a, client_b, mailbox, account_id = two_agents
+    assert mailbox in _text(client_a.get("/accounts"))
+    page_b = _text(client_b.get("/accounts"))
+    assert mailbox not in page_b and "No mailboxes yet." in page_b
+    assert [x["address"] for x in api_accounts(app, a)] == [mailbox]
+    assert api_accounts(app, b) == []
+    token = csrf_token(page_b)
+    assert client_b.get(f"/accounts/{account_id}/reconnect").status_code == 404
+    assert client_b.post(f"/accounts/{account_id}/disconnect", data={"csrf_token": token}).status_code == 404
+    assert client_b.post(f"/accounts/{account_id}/settings", data={"csrf_token": token}).status_code == 404
+    assert client_b.post(f"/accounts/{account_id}/members",
+                         data={"email": b.email, "csrf_token": token}).status_code == 403
+    assert _accounts(app)[0].status == "connected"
+
+
+def test_admins_see_every_mailbox_and_members_see_theirs(app, client, admin, two_agents):
+    a, b, client_a, client_b, mailbox, account_id = two_agents
+    sign_in(client, admin)
+    page = _text(client.get("/accounts"))
+    assert mailbox in page and "only admins and the person who connected it" in page
+    assert [x["address"] for x in api_accounts(app, admin)] == [mailbox]
+    response = client.post(f"/accounts/{account_id}/members", data={"email": b.email, "csrf_token": csrf_token(page)})
+    assert response.status_code == 302
+    assert f"{b.email} can now see the tickets of {mailbox}." in _text(client.get("/accounts"))
+    assert mailbox in _text(client_b.get("/accounts"))
+    assert [x["address"] for x in api_accounts(app, b)] == [mailbox]
+
+    client.post(f"/accounts/{account_id}/members/{b.id}/remove", data={"csrf_token": csrf_token(page)})
+    assert mailbox not in _text(client_b.get("/accounts"))
+    assert api_accounts(app, b) == []
+
+
+def test_an_agent_who_reconnects_a_mailbox_becomes_a_member(app, two_agents, ca):
+    a, b, client_a, client_b, mailbox, account_id = two_agents
+    assert connect_mailbox(client_b, ca.ca_path, mailbox).status_code == 302  # B can sign in as it
+    assert mailbox in _text(client_b.get("/accounts"))
+    with app.extensions["connector"].db.session() as session:
+        assert session.get(AccountMember, (account_id, b.id)) is not None
+        assert session.get(Account, account_id).connected_by_id == a.id
+
+
+def test_mailbox_settings(app, client, agent, registered, ca):
+    sign_in(client, agent)
+    connect_mailbox(client, ca.ca_path, registered.add_user("rita"))
+    [account] = _accounts(app)
+    page = _text(client.get("/accounts"))
+    prefix = f"a{account.id}-"
+    response = client.post(f"/accounts/{account.id}/settings", data={
+        prefix + "folder": "Support", prefix + "post_import_action": "move", prefix + "move_to_folder": "Done",
+        prefix + "csrf_token": csrf_token(page), "csrf_token": csrf_token(page)})
+    assert response.status_code == 302
+    assert f"Settings of {account.address} saved." in _text(client.get("/accounts"))
+    [account] = _accounts(app)
+    assert (account.folder, account.post_import_action, account.move_to_folder) == ("Support", "move", "Done")
+
