@@ -16,6 +16,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from . import accounts, tickets
+from .crypto import DecryptionError
 from .identity.microsoft import IdentityError
 from .mail.compose import OutgoingFile, build_message, parse_addresses, quote, reply_subject, with_tag
 from .mail.smtp import SendFailure, SmtpSubmitter
@@ -150,7 +151,10 @@ class Sender:
         from .mail.imap import ImapError, ImapMailbox
 
         account = session.get(Account, item.account_id)
-        identity = self.rt.identity(session)
+        try:
+            identity = self.rt.identity(session)
+        except DecryptionError:
+            return None
         if account is None or identity is None:
             return None
         message_id = session.scalar(select(Article.message_id).where(Article.id == item.article_id))
@@ -227,7 +231,10 @@ class Sender:
         return ok
 
     def _connect(self, session: Session, account: Account) -> SmtpSubmitter:
-        identity = self.rt.identity(session)
+        try:
+            identity = self.rt.identity(session)
+        except DecryptionError as exc:
+            raise SendFailure(str(exc), True) from None
         session.commit()
         if identity is None:
             raise SendFailure("The Microsoft 365 app is not registered: an admin must register it first.", False)

@@ -7,6 +7,7 @@ quarantined with its raw bytes so the sync moves on.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import accounts, tickets
+from .crypto import DecryptionError
 from .identity.microsoft import IdentityError
 from .mail.imap import ImapError, ImapMailbox
 from .mail.parse import parse_message
@@ -61,15 +63,16 @@ def _parse_pool():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
             _pool = ProcessPoolExecutor(POOL_SIZE, mp_context=context)
+            atexit.register(_reset_pool, True)
         return _pool
 
 
-def _reset_pool() -> None:
+def _reset_pool(wait: bool = False) -> None:
     global _pool
     with _pool_lock:
         pool, _pool = _pool, None
     if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class SyncError(Exception):
@@ -109,7 +112,10 @@ class AccountSync:
     # -- connection ----------------------------------------------------------------------------------
     def connect(self, session: Session, account: Account) -> ImapMailbox:
         """Log in with the cached token; if the server refuses it, refresh once and try again."""
-        identity = self.rt.identity(session)
+        try:
+            identity = self.rt.identity(session)
+        except DecryptionError as exc:  # the encryption key changed: say so, do not crash the worker
+            raise SyncError(str(exc), retry_after=300) from None
         session.commit()  # the token refresh and the login below are network calls
         if identity is None:
             raise SyncError("The Microsoft 365 app is not registered: an admin must register it first.",
@@ -198,10 +204,14 @@ class AccountSync:
         parsing = None  # the batch being parsed in the pool while the next one is fetched
         for batch in batches:
             fetched = list(mailbox.fetch(batch))
-            job = (batch, self._parse_async(fetched))  # parsing starts before the previous batch is stored
+            parse, pooled = self._parse_async(fetched)  # in the pool, parsing runs while the last batch is stored
             if parsing is not None:
                 blocked = self._store(session, account, *parsing, result, blocked, len(uids))
-            parsing = job
+                parsing = None
+            if pooled:
+                parsing = (batch, parse)
+            else:
+                blocked = self._store(session, account, batch, parse, result, blocked, len(uids))
         if parsing is not None:
             blocked = self._store(session, account, *parsing, result, blocked, len(uids))
         return result
@@ -210,7 +220,7 @@ class AccountSync:
     def _parse_async(self, fetched: list[tuple[int, bytes]]):
         """Start parsing a batch: in the process pool when it is big enough, else right here.
 
-        Returns a callable that gives [(uid, raw, ParsedMail or the exception parsing raised)].
+        Returns (a callable that gives [(uid, raw, ParsedMail or the exception parsing raised)], pooled).
         """
         max_size = self.rt.settings.mail.max_message_bytes
         pool = _parse_pool() if len(fetched) >= POOL_MIN_BATCH else None
@@ -223,7 +233,7 @@ class AccountSync:
                     except Exception as exc:  # noqa: BLE001 - recorded as this mail's failure
                         out.append((uid, raw, exc))
                 return out
-            return inline
+            return inline, False
         chunk = max(1, len(fetched) // (2 * POOL_SIZE))
         futures = [pool.submit(_parse_many, [raw for _, raw in fetched[i:i + chunk]], max_size)
                    for i in range(0, len(fetched), chunk)]
@@ -245,7 +255,7 @@ class AccountSync:
                             parsed.append(exc)
                 out.extend((uid, raw, p) for (uid, raw), p in zip(part, parsed))
             return out
-        return collect
+        return collect, True
 
     def _store(self, session: Session, account: Account, batch: list[int], parsed_batch, result: PassResult,
                blocked: bool, total: int) -> bool:

@@ -183,3 +183,28 @@ def test_post_import_actions_do_what_they_say_on_the_server(mail_app, org, ca, a
     assert "<del@example.net>" not in [m["message_id"] for m in dovecot.messages(address)]
     assert len(dovecot.messages(address)) == 2
     assert counts(mail_app, account_id) == (4, 4)
+
+
+def test_a_changed_encryption_key_is_explained_not_crashed(mail_app, org, ca, agent, dovecot, smtp_server):
+    from cryptography.fernet import Fernet
+
+    from connector.crypto import Vault
+    from connector.outbox import Sender
+    from connector.worker import Worker
+
+    account_id, address = connect(mail_app, org, ca, agent)
+    dovecot.deliver(address, make_mail(to=address))
+    rt = mail_app.extensions["connector"]
+    assert run_pass(mail_app, account_id).imported == 1
+    with rt.db.session() as session:
+        from connector import outbox
+        ticket = session.scalar(select(Ticket).where(Ticket.account_id == account_id))
+        article_id = outbox.queue_reply(session, ticket, session.get(type(agent), agent.id), "hi").id
+    rt.vault = Vault([Fernet.generate_key()])  # as if someone replaced encryption.key
+    ok, lines = Worker(rt).sync_once(address)
+    assert not ok and "cannot be decrypted" in lines[0] and "encryption key" in lines[0]
+    assert not Sender(rt, "t").send_due(lambda: False)
+    with rt.db.session() as session:
+        from connector.models import OutboxItem
+        item = session.scalar(select(OutboxItem).where(OutboxItem.article_id == article_id))
+        assert item.state == "failed" and "cannot be decrypted" in item.last_error
