@@ -186,6 +186,18 @@ def test_fast_path_headers_equal_full_parse(name: str, parsed: dict) -> None:
     assert parse_headers(mail.raw) == result.headers
 
 
+def test_attached_messages_are_bytes_as_sent(parsed: dict) -> None:
+    """message/* parts are parsed into Message objects by the stdlib and written back by its
+    generator (with our policy): what we store must still be the bytes that were sent."""
+    seen = 0
+    for mail, result in parsed.values():
+        for att in result.attachments:
+            if att.content_type.startswith("message/") and att.data:
+                assert att.data in mail.raw, f"{mail.name}: {att.filename}"
+                seen += 1
+    assert seen == 16
+
+
 def test_notable_corpus_mails(parsed: dict) -> None:
     """Spot checks of what the corpus README calls out, with exact values."""
     def get(name: str) -> ParsedMail:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import base64
+import email.feedparser
 import random
 from datetime import datetime, timezone
 
 import pytest
 
-import connector.mail.mime as mime_module
 import connector.mail.parse as parse_module
 from connector.mail.parse import Address, Part, parse_headers, parse_message
 
@@ -68,6 +68,7 @@ def test_in_reply_to_and_references() -> None:
     ("=?utf-8?B?w6Q?=", "ä"),                                                   # missing padding
     ("=?x-unknown?Q?caf=E9?=", "café"),                                         # unknown charset
     ("=?utf-8*de?Q?Stra=C3=9Fe?=", "Straße"),                                   # RFC 2231 language
+    ("=?x\x00y?Q?caf=E9?=", "café"),                                            # NUL in the charset
 ])
 def test_subject_decoding(subject: str, expected: str) -> None:
     raw = msg("From: a@example.com\nSubject: " + subject + "\n")
@@ -235,12 +236,26 @@ def test_missing_blank_line_between_headers_and_body() -> None:
     parsed = parse_message(b"Subject: x\nFrom: a@example.com\nHello there\nsecond line\n")
     assert parsed.headers.subject == "x"
     assert parsed.body_text == "Hello there\nsecond line"
+    # A line without a field name continues a field only if more fields follow it.
+    parsed = parse_message(b"Subject: x\nFrom: a@example.com\nHello there\n\nBye\n")
+    assert parsed.headers.subject == "x"
+    assert parsed.body_text == "Hello there\n\nBye"
+
+
+def test_space_before_colon_in_field_name() -> None:
+    raw = msg("From: a@example.com\nSubject : Spaced\nTo: b@example.com\n")
+    assert parse_message(raw).headers == parse_headers(raw)
+    assert (parse_headers(raw).subject, parse_headers(raw).to) == (
+        "Spaced", [Address("b@example.com", "")])
 
 
 @pytest.mark.parametrize("raw", [
     b"", b"\n", b"\r\n\r\n", b"\x00\xff\xfe", b":", b"Subject", b"Subject:", b"From: <<<>>>\n",
     b"Content-Type: multipart/mixed; boundary=\n\n--\n--\n", b"Date: 99 Foo 99999 99:99:99\n",
     b"Subject: =?utf-8?B?====?= =?bogus?X?x?= =?utf-8?Q?=ZZ?=\n",
+    b"Subject: =?utf-8?B?abcde?= \\u12 =?utf-8?Q?x?= \xe4\n",
+    # the stdlib's get_param raises TypeError on "x*" mixed with "x*0"
+    b"Content-Type: multipart/mixed; boundary=m; x*=a; x*0=b\n\n--m\n\nbody\n--m--\n",
 ])
 def test_garbage_never_raises(raw: bytes) -> None:
     headers = parse_headers(raw)
@@ -581,6 +596,22 @@ def test_attached_message_is_eml_with_original_bytes() -> None:
         Part("Angébot - Q3.eml", "message/rfc822", inner.rstrip(b"\n"), None, False)]
 
 
+def test_attached_message_written_back_as_sent() -> None:
+    inner = (b"From: b@example.com\nIn-Reply-To: \nX-Empty:\nSubject:\tTabbed\n"
+             b"X-Folded: a,\n\tb\nX-Raw: Gr\xfc\xdfe\n\nInner \xe4")
+    raw = msg(BASE + "Content-Type: multipart/mixed; boundary=m\n",
+              b"--m\nContent-Type: text/plain\n\nFYI\n--m\nContent-Type: message/rfc822\n\n"
+              + inner + b"\n--m--\n", crlf=True)
+    assert parse_message(raw).attachments == [
+        Part("Tabbed.eml", "message/rfc822", inner.replace(b"\n", b"\r\n"), None, False)]
+
+
+def test_base64_encoded_attached_message() -> None:
+    inner = b"From: b@example.com\nSubject: Encoded\n\nInner text"
+    part = _attachment("Content-Type: message/rfc822", base64.encodebytes(inner))
+    assert (part.filename, part.data) == ("Encoded.eml", inner)
+
+
 def test_attached_message_without_subject() -> None:
     part = _attachment("Content-Type: message/rfc822", b"From: x@example.com\n\nhi", cte="7bit")
     assert part.filename == "forwarded-message.eml"
@@ -607,6 +638,16 @@ def test_part_with_broken_content_type_that_is_text() -> None:
     assert parsed.body_text == "body\nmore text ä"
     assert parsed.attachments == []
     assert parsed.notes == ["unparseable Content-Type 'charset=\"utf-8\"' read as text/plain"]
+
+
+def test_base64_one_character_too_many() -> None:
+    part = _attachment("Content-Type: application/octet-stream", b"/9j/4AAQSkZJABC123456")
+    assert part.data == base64.b64decode(b"/9j/4AAQSkZJABC12345")
+
+
+def test_mixed_rfc2231_continuations_in_a_part() -> None:
+    part = _attachment("Content-Type: application/pdf; name*=a.pdf; name*0=b.pdf")
+    assert (part.filename, part.data) == ("attachment.pdf", b"ABC")
 
 
 def test_image_without_transfer_encoding_but_base64_content() -> None:
@@ -644,8 +685,11 @@ def test_delivery_status_report() -> None:
     assert [(a.filename, a.content_type) for a in parsed.attachments] == [
         ("delivery-status.txt", "message/delivery-status"),
         ("message-headers.txt", "text/rfc822-headers")]
+    # The stdlib parses a delivery status into header blocks and its generator writes them back
+    # with every field line ending in a line break, also the last one (the line break before the
+    # boundary belongs to the boundary, so the part as sent ends in "5.1.1").
     assert parsed.attachments[0].data == (b"Reporting-MTA: dns; mx\n\n"
-                                          b"Final-Recipient: rfc822; x@example.com\nStatus: 5.1.1")
+                                          b"Final-Recipient: rfc822; x@example.com\nStatus: 5.1.1\n")
 
 
 # --- Size limit, single pass -----------------------------------------------------------------------
@@ -667,18 +711,20 @@ def test_default_limit_is_36_mb() -> None:
 
 
 def test_header_block_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One pass: the top-level header block is parsed once, each MIME part's header once."""
+    """One pass: the message is parsed once, so each header block is read once."""
     calls: list[int] = []
-    real = mime_module.parse_fields
+    real = email.feedparser.FeedParser._parse_headers
 
-    def counting(block: bytes) -> dict:
-        calls.append(len(block))
-        return real(block)
+    def counting(self: email.feedparser.FeedParser, lines: list[str]) -> None:
+        calls.append(len(lines))
+        real(self, lines)
 
-    monkeypatch.setattr(parse_module, "parse_fields", counting)
-    monkeypatch.setattr(mime_module, "parse_fields", counting)
+    monkeypatch.setattr(email.feedparser.FeedParser, "_parse_headers", counting)
     parse_message(SAMPLE_MULTIPART)
     assert len(calls) == 7  # message + alternative + plain + related + html + image + pdf
+    calls.clear()
+    parse_headers(SAMPLE_MULTIPART)
+    assert len(calls) == 1
 
 
 def test_accepts_bytearray_and_memoryview() -> None:
@@ -703,7 +749,7 @@ def test_deep_nesting_is_cut_off() -> None:
 def test_too_many_parts_are_dropped_with_a_note() -> None:
     body = b"".join(b"--b\nContent-Type: application/octet-stream\n\nx\n" for _ in range(6000))
     parsed = parse_message(b"Content-Type: multipart/mixed; boundary=b\n\n" + body + b"--b--\n")
-    assert len(parsed.attachments) == mime_module.MAX_PARTS - 1
+    assert len(parsed.attachments) == parse_module.MAX_PARTS - 1
     assert parsed.notes == ["more MIME parts than the parser accepts: the rest was dropped"]
 
 

@@ -145,7 +145,7 @@ def codec_chain(label: str | None) -> tuple[tuple[str, ...], bool]:
     for cand in candidates:
         try:
             info = codecs.lookup(cand)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: NUL in the label
             continue
         if info.name == "iso8859-1":  # Python's latin-1 alias: treat like the label family above
             return ("windows-1252",), True

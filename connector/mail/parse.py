@@ -1,10 +1,12 @@
 """Raw RFC 5322 bytes -> what ingestion needs: headers to dedup/thread/route, body, attachments.
 
-Two levels because ingestion speed matters: ``parse_headers`` reads only the header block (what a
-poll needs to decide whether a mail is new and where it goes), ``parse_message`` additionally
-splits the MIME tree once and decodes body and attachments. Both work on bytes with explicit,
-lenient decoding instead of ``email.policy.default`` (several times slower, and strict where real
-mail is not), and neither raises on any input: problems end up in ``ParsedMail.notes``.
+The stdlib ``email`` package parses (``BytesParser``/``BytesHeaderParser`` with ``compat32``, see
+``headers.py`` for why not ``policy.default``); this module decides what a mail means for a
+ticket: which parts are the body, which are attachments and what they are called, whether the mail
+was sent by a machine. Two levels because ingestion speed matters: ``parse_headers`` reads only
+the header block (what a poll needs to decide whether a mail is new and where it goes),
+``parse_message`` parses the MIME tree once and decodes body and attachments. Neither raises on
+any input: problems end up in ``ParsedMail.notes``.
 """
 from __future__ import annotations
 
@@ -12,22 +14,33 @@ import mimetypes
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.message import Message
 
 from .charsets import decode_text
 from .headers import (
-    Headers,
+    Fields,
+    Hints,
     decode_words,
     fold_ws,
+    header_end,
+    header_text,
     lazy_hints,
+    param,
     parse_address_list,
     parse_date,
-    parse_fields,
     parse_msgids,
-    parse_params,
-    split_header_block,
+    read_headers,
+    read_message,
 )
 from .htmltext import html_to_text
-from .mime import Entity, decode_body, extract_uu_blocks, parse_entity, uudecode
+from .mime import (
+    as_sent,
+    attached_bytes,
+    decode_payload,
+    extract_uu_blocks,
+    transfer_encoding,
+    uudecode,
+)
 
 __all__ = ["Address", "MailHeaders", "Part", "ParsedMail", "parse_headers", "parse_message",
            "DEFAULT_MAX_SIZE"]
@@ -84,8 +97,8 @@ def parse_headers(raw: bytes) -> MailHeaders:
     """Headers only: the fast path for polling. Never raises; garbage yields empty fields."""
     raw = _as_bytes(raw)
     try:
-        block, _ = split_header_block(raw)
-        return _mail_headers(Headers(parse_fields(block), lazy_hints(raw)), len(raw))
+        msg = read_headers(raw)
+        return _mail_headers(msg, Fields(msg, lazy_hints(raw)), len(raw))
     except Exception:  # noqa: BLE001 - contract: never raise on input
         return _empty_headers(len(raw))
 
@@ -94,12 +107,12 @@ def _empty_headers(size: int) -> MailHeaders:
     return MailHeaders(None, [], [], "", None, [], [], [], None, False, False, None, size)
 
 
-def _addresses(headers: Headers, name: str) -> list[Address]:
+def _addresses(headers: Fields, name: str) -> list[Address]:
     text = _joined(headers, name, ", ")
     return [Address(addr, nm) for addr, nm in parse_address_list(text)] if text else []
 
 
-def _sender(h: Headers) -> Address | None:
+def _sender(h: Fields) -> Address | None:
     """From; without a usable one, Sender, then Reply-To (where a reply would go anyway).
 
     Within a field, the first entry that looks like an address (has an @) wins over garbage such
@@ -115,16 +128,16 @@ def _sender(h: Headers) -> Address | None:
     return None
 
 
-def _joined(headers: Headers, name: str, sep: str = " ") -> str:
+def _joined(headers: Fields, name: str, sep: str = " ") -> str:
     """All occurrences of a field as one text (some senders repeat To or References)."""
     return sep.join(headers.texts(name))
 
 
-def _mail_headers(h: Headers, size: int) -> MailHeaders:
+def _mail_headers(msg: Message, h: Fields, size: int) -> MailHeaders:
     message_ids = parse_msgids(h.text("message-id"))
     from_ = _sender(h)
-    ctype, params = parse_params(h.text("content-type") or "")
-    report_type = params.get("report-type", "").lower() if ctype == "multipart/report" else None
+    report_type = (param(msg, "report-type").lower()
+                   if msg.get_content_type() == "multipart/report" else None)
     is_bounce = _is_bounce(h, from_, report_type)
     x_loop = h.decoded("x-loop")
     return MailHeaders(
@@ -151,7 +164,7 @@ _AUTOMATIC_FLAGS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-autoge
                     "x-auto-response-suppress", "x-cron-env")
 
 
-def _is_automatic(h: Headers) -> bool:
+def _is_automatic(h: Fields) -> bool:
     """Loop protection (RFC 3834 and the de-facto headers of Exchange, Postfix, list servers)."""
     auto = h.text("auto-submitted")
     if auto is not None and auto.split(";", 1)[0].strip().lower() not in ("no", ""):
@@ -169,7 +182,7 @@ def _is_automatic(h: Headers) -> bool:
     return False
 
 
-def _is_bounce(h: Headers, from_: Address | None, report_type: str | None) -> bool:
+def _is_bounce(h: Fields, from_: Address | None, report_type: str | None) -> bool:
     """DSNs, mailer-daemon/postmaster senders, null envelope senders. (Read receipts and other
     multipart/report mails are not bounces but still count as automatic.)"""
     if report_type in ("delivery-status", "global-delivery-status"):
@@ -184,35 +197,34 @@ def _is_bounce(h: Headers, from_: Address | None, report_type: str | None) -> bo
 
 # --- Full parse --------------------------------------------------------------------------------
 
+MAX_DEPTH = 40        # multipart nesting deeper than this is kept as one opaque attachment
+MAX_PARTS = 5000      # parts beyond this many in one message are dropped (with a note)
+
+
 def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail:
-    """Headers, body and attachments, in one pass over the bytes. Never raises.
+    """Headers, body and attachments, from one parse of the bytes. Never raises.
 
     Mails over ``max_size`` get headers and a note only, so one huge mail cannot exhaust memory.
     """
     raw = _as_bytes(raw)
     notes: list[str] = []
-    try:
-        block, offset = split_header_block(raw)
-        hints = lazy_hints(raw)
-        headers = Headers(parse_fields(block), hints)
-        mail_headers = _mail_headers(headers, len(raw))
-    except Exception as exc:  # noqa: BLE001
-        notes.append(f"headers could not be parsed ({type(exc).__name__})")
-        return ParsedMail(_empty_headers(len(raw)), decode_text(raw, None), None, [], notes)
     if len(raw) > max_size:
         notes.append(f"message exceeds the {_megabytes(max_size)} limit: "
                      "body and attachments not imported")
-        return ParsedMail(mail_headers, "", None, [], notes)
+        return ParsedMail(parse_headers(raw), "", None, [], notes)
     try:
-        root = parse_entity(raw, hints, headers=headers, body_offset=offset)
-        walker = _Walker(notes)
-        pieces = walker.walk(root)
-        body_text, body_html = _assemble(pieces)
+        root = read_message(raw)
+        hints = lazy_hints(raw)
+        mail_headers = _mail_headers(root, Fields(root, hints), len(raw))
+        eol = raw.find(b"\n")
+        walker = _Walker(notes, hints, "\r\n" if eol > 0 and raw[eol - 1] == 0x0D else "\n")
+        body_text, body_html = _assemble(walker.walk(root))
         return ParsedMail(mail_headers, body_text, body_html, walker.attachments, notes)
-    except Exception as exc:  # noqa: BLE001 - last resort: keep the text, say what happened
+    except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on absurd nesting
         notes.append(f"MIME structure could not be parsed ({type(exc).__name__}): "
                      "raw body kept as text")
-        return ParsedMail(mail_headers, _newlines(decode_text(raw[offset:], None)), None, [], notes)
+        body = _newlines(decode_text(raw[header_end(raw):], None))
+        return ParsedMail(parse_headers(raw), body, None, [], notes)
 
 
 def _as_bytes(raw: object) -> bytes:
@@ -254,39 +266,75 @@ def _assemble(pieces: list[_Piece]) -> tuple[str, str | None]:
 
 _HTML_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""",
                               re.I)
+_CTYPE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`{|}~-]+/[A-Za-z0-9!#$%&'*+.^_`{|}~-]+$")
+
+
+def _content_type(part: Message) -> tuple[str, bool]:
+    """(type, broken). A missing type is the stdlib's default (text/plain, message/rfc822 in a
+    digest); an unparseable one, which the stdlib reads as text/plain, becomes
+    application/octet-stream with ``broken`` set: the caller decides between text and an opaque
+    attachment by looking at the content."""
+    value = part.get("content-type")
+    if value is None or not value.strip(" \t;"):
+        return part.get_default_type(), False
+    ctype = part.get_content_type()
+    if _CTYPE_RE.match(ctype) and (ctype != "text/plain"
+                                   or value.split(";", 1)[0].strip().lower() == ctype):
+        return ctype, False
+    return "application/octet-stream", True
 
 
 class _Walker:
-    """Walks the entity tree once, collecting body pieces and attachments in document order."""
+    """Walks the parsed tree once, collecting body pieces and attachments in document order."""
 
-    def __init__(self, notes: list[str]) -> None:
+    def __init__(self, notes: list[str], hints: Hints, linesep: str) -> None:
         self.notes = notes
+        self.hints = hints
+        self.linesep = linesep
         self.attachments: list[Part] = []
+        self.count = 0
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
 
-    def walk(self, entity: Entity) -> list[_Piece]:
-        if entity.ctype.startswith("multipart/") and not entity.unsplit:
-            if entity.too_deep:
+    def walk(self, part: Message, depth: int = 0, attach: bool = False) -> list[_Piece]:
+        """Body pieces of ``part``; with ``attach``, a part that is not a multipart is an
+        attachment whatever its type."""
+        self.count += 1
+        ctype, broken = _content_type(part)
+        tree = ctype.startswith("multipart/") and part.is_multipart()
+        if tree and depth < MAX_DEPTH:
+            return self._multipart(part, ctype, depth)
+        try:
+            if tree:
                 self.note("MIME nesting too deep: innermost parts kept as one attachment")
-                self._attach(entity)
+            if tree or attach or part.is_multipart():  # is_multipart: message/*, parsed
+                self._attach(part, ctype, broken)
                 return []
-            if entity.truncated:
-                self.note("more MIME parts than the parser accepts: the rest was dropped")
-            if entity.ctype == "multipart/alternative":
-                return self._alternative(entity)
-            if entity.ctype == "multipart/related":
-                return self._related(entity)
-            pieces: list[_Piece] = []
-            for child in entity.children:
-                pieces += self.walk(child)
-            return pieces
-        return self._leaf(entity)
+            return self._leaf(part, ctype, broken)
+        except Exception as exc:  # noqa: BLE001 - one bad part must not cost the others
+            self.note(f"a {ctype} part could not be read ({type(exc).__name__}): skipped")
+            return []
 
-    def _alternative(self, entity: Entity) -> list[_Piece]:
-        options = [self.walk(child) for child in entity.children]
+    def _multipart(self, part: Message, ctype: str, depth: int) -> list[_Piece]:
+        children: list[Message] = []
+        for child in part.get_payload():
+            if self.count + len(children) >= MAX_PARTS:
+                self.note("more MIME parts than the parser accepts: the rest was dropped")
+                break
+            children.append(child)
+        if ctype == "multipart/alternative":
+            return self._alternative(children, depth)
+        if ctype == "multipart/related":
+            return self._related(part, children, depth)
+        pieces: list[_Piece] = []
+        for child in children:
+            pieces += self.walk(child, depth + 1)
+        return pieces
+
+    def _alternative(self, children: list[Message], depth: int) -> list[_Piece]:
+        options = [self.walk(child, depth + 1) for child in children]
         plain = html = None
         for pieces in options:
             text = "\n".join(p.plain for p in pieces if p.plain is not None)
@@ -300,78 +348,77 @@ class _Walker:
                 break
         return [_Piece(plain, html)] if plain is not None or html is not None else []
 
-    def _related(self, entity: Entity) -> list[_Piece]:
-        children = entity.children
+    def _related(self, part: Message, children: list[Message], depth: int) -> list[_Piece]:
         if not children:
             return []
         root = 0
-        start = entity.params.get("start", "").strip().strip("<>")
+        start = param(part, "start").strip().strip("<>")
         if start:
             for i, child in enumerate(children):
                 if _content_id(child) == start:
                     root = i
                     break
-        pieces = self.walk(children[root])
+        pieces = self.walk(children[root], depth + 1)
         for i, child in enumerate(children):
-            if i == root:
-                continue
-            if child.ctype.startswith("multipart/") and child.children:
-                pieces += self.walk(child)
-            else:
-                self._attach(child)
+            if i != root:
+                pieces += self.walk(child, depth + 1, attach=True)
         return pieces
 
-    def _leaf(self, entity: Entity) -> list[_Piece]:
-        ctype = entity.ctype
-        disposition, dparams = entity.disposition
-        if entity.unsplit:
-            if entity.body.strip():
-                self.note(f"{ctype} without its boundary in the body: "
-                                  "content taken as text")
+    def _leaf(self, part: Message, ctype: str, broken: bool) -> list[_Piece]:
+        disposition = part.get_content_disposition() or ""
+        named = bool(self._raw_filename(part))
+        if ctype.startswith("multipart/"):  # the stdlib found no boundary to split at
+            if as_sent(part).strip():
+                self.note(f"{ctype} without its boundary in the body: content taken as text")
             ctype = "text/plain"
-        elif entity.broken and disposition != "attachment" and not _raw_filename(entity, dparams):
+        elif broken and disposition != "attachment" and not named:
             # RFC 2045 reads an invalid Content-Type as text/plain; do so unless it is binary.
-            if b"\x00" in decode_body(entity, [])[:4096]:
-                self._attach(entity)
+            if b"\x00" in decode_payload(part, [])[:4096]:
+                self._attach(part, ctype, broken)
                 return []
-            raw_type = fold_ws(entity.headers.text("content-type") or "")[:80]
+            raw_type = fold_ws(header_text(part.get("content-type", ""), self.hints))[:80]
             self.note(f"unparseable Content-Type {raw_type!r} read as text/plain")
             ctype = "text/plain"
-        if (ctype in ("text/plain", "text/html") and disposition != "attachment"
-                and not _raw_filename(entity, dparams)):
-            data = decode_body(entity, self.notes)
-            charset = entity.params.get("charset")
-            if ctype == "text/plain":
-                data, files = extract_uu_blocks(data)
-                for name, payload in files:
-                    self._add_file(name, payload)
-                text = _newlines(decode_text(data, charset, self.notes))
-                if entity.params.get("format", "").lower() == "flowed":
-                    text = unflow(text, entity.params.get("delsp", "").lower() == "yes")
-                return [_Piece(text, None)]
-            if not charset:
-                m = _HTML_CHARSET_RE.search(data, 0, 4096)
-                charset = m.group(1).decode("ascii") if m else None
-            return [_Piece(None, _newlines(decode_text(data, charset, self.notes)))]
-        self._attach(entity)
-        return []
+        if ctype not in ("text/plain", "text/html") or disposition == "attachment" or named:
+            self._attach(part, ctype, broken)
+            return []
+        data = decode_payload(part, self.notes)
+        charset = param(part, "charset") or None
+        if ctype == "text/plain":
+            data, files = extract_uu_blocks(data)
+            for name, payload in files:
+                self._add_file(name, payload)
+            text = _newlines(decode_text(data, charset, self.notes))
+            if param(part, "format").lower() == "flowed":
+                text = unflow(text, param(part, "delsp").lower() == "yes")
+            return [_Piece(text, None)]
+        if not charset:
+            m = _HTML_CHARSET_RE.search(data, 0, 4096)
+            charset = m.group(1).decode("ascii") if m else None
+        return [_Piece(None, _newlines(decode_text(data, charset, self.notes)))]
 
-    def _attach(self, entity: Entity) -> None:
-        disposition, dparams = entity.disposition
-        data = decode_body(entity, self.notes)
-        ctype = entity.ctype
-        filename = _clean_filename(_raw_filename(entity, dparams), self.notes)
-        if not filename and entity.cte in ("xuuencode", "uuencode", "xuue", "uue"):
-            filename = _clean_filename(uudecode(entity.body)[0] or "", self.notes)
-        content_id = _content_id(entity)
+    def _raw_filename(self, part: Message) -> str:
+        return (param(part, "filename", "content-disposition", self.hints)
+                or param(part, "name", "content-type", self.hints))
+
+    def _attach(self, part: Message, ctype: str, broken: bool = False) -> None:
+        disposition = part.get_content_disposition() or ""
+        if part.is_multipart():  # an attached message or a multipart nested too deep
+            data = attached_bytes(part, self.linesep)
+        else:
+            data = decode_payload(part, self.notes)
+        filename = _clean_filename(self._raw_filename(part), self.notes)
+        if not filename and transfer_encoding(part) == "x-uuencode":
+            filename = _clean_filename(uudecode(as_sent(part))[0] or "", self.notes)
+        content_id = _content_id(part)
         inline = disposition == "inline" or (disposition == "" and content_id is not None)
         if not filename:
             if ctype in ("message/rfc822", "message/global"):
                 filename = _eml_name(data, self.notes)
             else:
                 filename = default_filename(ctype, inline)
-        if entity.broken:
-            raw_type = entity.headers.text("content-type") or ""
+        if broken:
+            raw_type = header_text(part.get("content-type", ""), self.hints)
             self.note(f"part with unparseable Content-Type {fold_ws(raw_type)[:80]!r} "
                       f"kept as attachment {filename!r}")
         self.attachments.append(Part(filename, ctype, data, content_id, inline))
@@ -382,15 +429,8 @@ class _Walker:
         self.attachments.append(Part(filename, ctype, data, None, False))
 
 
-def _raw_filename(entity: Entity, dparams: dict[str, str]) -> str:
-    return dparams.get("filename") or entity.params.get("name") or ""
-
-
-def _content_id(entity: Entity) -> str | None:
-    value = entity.headers.text("content-id")
-    if value is None:
-        return None
-    value = "".join(value.split()).strip("<>")
+def _content_id(part: Message) -> str | None:
+    value = "".join((part.get("content-id") or "").split()).strip("<>")
     return value or None
 
 
@@ -414,8 +454,8 @@ def _clean_filename(name: str, notes: list[str] | None = None) -> str:
 def _eml_name(data: bytes, notes: list[str]) -> str:
     """Attached mails are named after their subject, as mail clients do."""
     try:
-        block, _ = split_header_block(data)
-        subject = Headers(parse_fields(block), lazy_hints(data)).decoded("subject") or ""
+        msg = read_headers(data)
+        subject = Fields(msg, lazy_hints(data)).decoded("subject") or ""
     except Exception:  # noqa: BLE001
         subject = ""
     subject = _clean_filename(subject.replace("/", "-").replace("\\", "-"), notes)[:150]
