@@ -9,6 +9,7 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import EmailField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from .. import accounts, registration, users
@@ -33,7 +34,7 @@ class MemberForm(FlaskForm):
 
 class SettingsForm(FlaskForm):
     folder = StringField("Folder to read", validators=[DataRequired(), Length(max=255)])
-    post_import_action = SelectField("After import", choices=[(a, ACTION_LABELS[a]) for a in POST_IMPORT_ACTIONS])
+    post_import_action = SelectField("After import", choices=[SelectChoice(a, ACTION_LABELS[a]) for a in POST_IMPORT_ACTIONS])
     move_to_folder = StringField("Move to folder", validators=[Length(max=255)])
     submit = SubmitField("Save settings")
 

@@ -6,6 +6,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import DateField, EmailField, PasswordField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from .. import registration, users
@@ -36,7 +37,7 @@ class RegistrationForm(FlaskForm):
 
 class NewUserForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
-    role = SelectField("Role", choices=[("agent", "Agent"), ("admin", "Admin")])
+    role = SelectField("Role", choices=[SelectChoice("agent", "Agent"), SelectChoice("admin", "Admin")])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=users.MIN_PASSWORD, max=1000)])
     submit = SubmitField("Add user")
 

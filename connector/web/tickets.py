@@ -7,6 +7,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy import select
 from flask_wtf.file import MultipleFileField
 from wtforms import SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from .. import accounts, outbox, tickets
@@ -23,7 +24,7 @@ BODY_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:{
 
 
 class StatusForm(FlaskForm):
-    status = SelectField("Status", choices=[(s, s.capitalize()) for s in TICKET_STATUSES])
+    status = SelectField("Status", choices=[SelectChoice(s, s.capitalize()) for s in TICKET_STATUSES])
     submit = SubmitField("Set status")
 
 
@@ -130,7 +131,7 @@ def retry(ticket_id: int, article_id: int):
 def new():
     mailboxes = [a for a in accounts.visible_accounts(db(), current_user) if a.status != "disabled"]
     form = NewTicketForm()
-    form.account.choices = [(a.id, a.address) for a in mailboxes]
+    form.account.choices = [SelectChoice(a.id, a.address) for a in mailboxes]
     if form.validate_on_submit():
         account = next((a for a in mailboxes if a.id == form.account.data), None)
         if account is None:
