@@ -94,7 +94,7 @@ def _first_admin(rt: Runtime) -> None:
         email, password = created
         click.echo("\n  First run: created the admin account\n"
                    f"    email:    {email}\n    password: {password}\n"
-                   "  (shown only now; sign in at /login, then add people under Users)\n", err=True)
+                   "  (shown only now; sign in at /login and change it by clicking your address, top right)\n", err=True)
 
 
 @main.command()

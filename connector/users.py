@@ -107,6 +107,17 @@ def authenticate(session: Session, email: str, password: str, client_ip: str, ma
     return SignIn(user)
 
 
+def change_password(user: User, current: str, new: str) -> None:
+    """Raises UserError with the reason; the caller commits."""
+    if not verify_password(user.password_hash, current):
+        raise UserError("the current password is wrong")
+    if len(new) < MIN_PASSWORD:
+        raise UserError(f"the new password must have at least {MIN_PASSWORD} characters")
+    if new == current:
+        raise UserError("the new password must differ from the current one")
+    user.password_hash = hash_password(new)
+
+
 def issue_api_token(session: Session, user: User) -> str:
     """A new bearer token for the REST API; only its hash is stored."""
     token, digest = new_api_token()

@@ -7,7 +7,7 @@ from flask import Blueprint, Flask, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
 from .. import users
 from .context import db, runtime
@@ -56,6 +56,33 @@ def logout():
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("auth.login"))
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=1000)])
+    new = PasswordField("New password", validators=[DataRequired(), Length(max=1000)])
+    confirm = PasswordField("New password again", validators=[DataRequired(), EqualTo("new", "The two new passwords differ.")])
+    submit = SubmitField("Change password")
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def password():
+    form = PasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            users.change_password(current_user, form.current.data, form.new.data)
+        except users.UserError as exc:
+            form.new.errors.append(str(exc).capitalize() + ".")
+            status = 400
+        else:
+            db().commit()
+            flash("Password changed.", "success")
+            return redirect(url_for("tickets.index"))
+    elif form.is_submitted():
+        status = 400
+    return render_template("auth/password.html", form=form), status
 
 
 @bp.get("/")
