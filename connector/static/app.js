@@ -46,6 +46,14 @@ document.addEventListener("submit", (event) => {
 
 // Ticket view: say how many remote images were blocked, and load them on request.
 document.querySelectorAll("iframe.mail-html").forEach(async (frame) => {
+  // The frame runs no script (sandbox without allow-scripts); we size it to its content from here.
+  const fit = () => {
+    try {
+      const doc = frame.contentDocument;
+      if (doc && doc.documentElement) frame.style.height = (doc.documentElement.scrollHeight + 8) + "px";
+    } catch (e) { /* keep the default height */ }
+  };
+  frame.addEventListener("load", () => { fit(); setTimeout(fit, 300); });
   const note = frame.nextElementSibling;
   try {
     const response = await fetch(frame.dataset.blockedSrc, { credentials: "same-origin" });
