@@ -53,7 +53,9 @@ class Runtime:
     @classmethod
     def create(cls, overrides: Mapping[str, Mapping[str, Any]] | None = None, config_path: str | None = None) -> "Runtime":
         settings = load_settings(config_path, overrides=overrides)
-        settings.data_path.mkdir(parents=True, exist_ok=True)
+        if not settings.data_path.exists():
+            # keys, the database and mail live here: readable by this user only
+            settings.data_path.mkdir(parents=True, mode=0o700)
         return cls(settings, Database(settings.database.url), Vault.from_environment(settings.data_path))
 
     def identity(self, session: Session) -> MicrosoftIdentity | None:

@@ -160,3 +160,11 @@ def test_first_run_prints_the_admin_credentials_once_and_they_work(live_server):
     server.stop()
     server.start()  # the second start creates nobody
     assert server.logs().count("First run: created the admin account") == 1
+
+
+def test_data_folder_is_private(tmp_path, monkeypatch):
+    from connector.runtime import Runtime
+
+    data = tmp_path / "fresh-data"
+    Runtime.create({"app": {"data_dir": str(data)}, "database": {"url": f"sqlite:///{data}/connector.db"}})
+    assert (data.stat().st_mode & 0o777) == 0o700
