@@ -8,6 +8,7 @@ quarantined with its raw bytes so the sync moves on.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import os
 import threading
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 POOL_MIN_BATCH = 32  # smaller batches (new mail, not a first import) are parsed in process: no hand-over latency
 POOL_SIZE = max(1, min(4, os.cpu_count() or 1))
+POOL_DEPTH = 2  # batches being parsed while the next is fetched (each about fetch_batch_size mails)
 _pool = None
 _pool_lock = threading.Lock()
 
@@ -201,19 +203,20 @@ class AccountSync:
         session.commit()
         blocked = False  # a mail to retry stops last_uid from moving past it
         batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
-        parsing = None  # the batch being parsed in the pool while the next one is fetched
+        parsing: collections.deque = collections.deque()  # batches in the parser pool, oldest first
         for batch in batches:
             fetched = list(mailbox.fetch(batch))
-            parse, pooled = self._parse_async(fetched)  # in the pool, parsing runs while the last batch is stored
-            if parsing is not None:
-                blocked = self._store(session, account, *parsing, result, blocked, len(uids))
-                parsing = None
-            if pooled:
-                parsing = (batch, parse)
-            else:
+            parse, pooled = self._parse_async(fetched)  # in the pool, parsing runs while earlier batches are stored
+            if pooled:  # keep the pool busy: store the oldest only once POOL_DEPTH batches are queued
+                parsing.append((batch, parse))
+                while len(parsing) > POOL_DEPTH:
+                    blocked = self._store(session, account, *parsing.popleft(), result, blocked, len(uids))
+            else:  # in order: whatever the pool still has, then this batch
+                while parsing:
+                    blocked = self._store(session, account, *parsing.popleft(), result, blocked, len(uids))
                 blocked = self._store(session, account, batch, parse, result, blocked, len(uids))
-        if parsing is not None:
-            blocked = self._store(session, account, *parsing, result, blocked, len(uids))
+        while parsing:
+            blocked = self._store(session, account, *parsing.popleft(), result, blocked, len(uids))
         return result
 
     # -- parsing and storing a batch ----------------------------------------------------------------------

@@ -4,10 +4,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import bindparam, column, exists, func, insert, literal_column, or_, select, table, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from .mail.parse import MailHeaders, ParsedMail
@@ -118,6 +119,151 @@ def ingest(session: Session, account: Account, raw: bytes, parsed: ParsedMail, u
     return Ingested(outcome, ticket.id, article.id)
 
 
+@dataclass(eq=False)
+class _NewTicket:
+    values: dict
+    id: int | None = None
+
+
+def ingest_batch(session: Session, account: Account, items: list[tuple[bytes, ParsedMail, int | None]]) \
+        -> list[Ingested]:
+    """`ingest` for many mails at once: the same outcomes, in order, with a handful of statements.
+
+    Lookups (duplicates, threading by In-Reply-To/References and by subject tag, ticket statuses, the
+    next ticket number) are one query each for the whole batch, and mails of the batch thread onto
+    each other in memory; tickets, blobs, articles and attachments are then written with one
+    multi-row INSERT each, and the tickets touched with one UPDATE. The caller runs this inside a
+    SAVEPOINT and falls back to `ingest` per mail if it raises.
+    """
+    now = utcnow()
+    conn = session.connection()
+    message_ids = [parsed.headers.message_id or synthetic_message_id(raw) for raw, parsed, _ in items]
+    existing = dict(_lookup(conn, select(Article.message_id, Article.id), Article.message_id, set(message_ids),
+                            Article.account_id == account.id))
+    wanted = {r for _, parsed, _ in items for r in parsed.headers.in_reply_to + parsed.headers.references if r}
+    by_ref: dict[str, tuple[int, int]] = {}  # message_id -> (article id, ticket id) of its newest article
+    for mid, art_id, ticket_id in _lookup(conn, select(Article.message_id, Article.id, Article.ticket_id),
+                                          Article.message_id, wanted, Article.account_id == account.id):
+        if mid not in by_ref or art_id > by_ref[mid][0]:
+            by_ref[mid] = (art_id, ticket_id)
+    numbers = {int(m.group(1)) for _, parsed, _ in items for m in TAG_RE.finditer(parsed.headers.subject or "")}
+    by_number = {number: tid for number, tid in _lookup(conn, select(Ticket.number, Ticket.id), Ticket.number,
+                                                         numbers, Ticket.account_id == account.id)}
+    statuses = dict(_lookup(conn, select(Ticket.id, Ticket.status), Ticket.id,
+                            {t for _, t in by_ref.values()} | set(by_number.values())))
+    next_number: int | None = None
+    new_by_number: dict[int, _NewTicket] = {}
+    batch_refs: dict[str, tuple[int, object]] = {}  # message_id -> (position in `pending`, ticket) of this batch
+    results: list[Ingested | None] = []
+    pending: list[tuple[int, object, dict, list]] = []  # (index, ticket id or _NewTicket, article, attachments)
+    blobs: dict[str, bytes] = {}
+    for index, ((raw, parsed, uid), message_id) in enumerate(zip(items, message_ids)):
+        headers = parsed.headers
+        if message_id in existing:
+            results.append(Ingested("duplicate", article_id=existing[message_id]))
+            continue
+        if message_id in batch_refs:
+            results.append(None)  # a second copy within this batch; its article id is filled in below
+            continue
+        if is_own_loop(account, headers):
+            results.append(Ingested("ignored"))
+            continue
+        automatic = headers.auto_submitted or headers.is_bounce
+        refs = [r for r in headers.in_reply_to + headers.references if r]
+        ticket: object = None
+        in_batch = [batch_refs[r] for r in refs if r in batch_refs]
+        if in_batch:  # newer than anything stored: the newest article wins, as in find_ticket
+            ticket = max(in_batch, key=lambda pair: pair[0])[1]
+        else:
+            known = [by_ref[r] for r in refs if r in by_ref]
+            if known:
+                ticket = max(known)[1]
+        if ticket is None:
+            for match in TAG_RE.finditer(headers.subject or ""):
+                number = int(match.group(1))
+                ticket = new_by_number.get(number) or by_number.get(number)
+                if ticket is not None:
+                    break
+        outcome = "follow_up"
+        if ticket is None:
+            outcome = "new_ticket"
+            if next_number is None:
+                next_number = next_ticket_number(session)
+            customer = headers.reply_to[0] if headers.reply_to else headers.from_
+            ticket = _NewTicket(dict(
+                number=next_number, account_id=account.id,
+                subject=TAG_RE.sub("", headers.subject).strip() or "(no subject)",
+                customer_address=customer.address if customer else "", customer_name=customer.name if customer else "",
+                created_at=now, updated_at=now, status="open", article_count=0))
+            new_by_number[next_number] = ticket
+            next_number += 1
+        elif not isinstance(ticket, _NewTicket) and statuses.get(ticket) != "open" and not automatic:
+            statuses[ticket] = "open"  # a customer's answer reopens; auto-replies never do
+        raw_sha = hashlib.sha256(raw).hexdigest()
+        blobs.setdefault(raw_sha, raw)
+        attachments = []
+        for part in parsed.attachments:
+            digest = hashlib.sha256(part.data).hexdigest()
+            blobs.setdefault(digest, part.data)
+            attachments.append(dict(blob_sha256=digest, filename=part.filename, content_type=part.content_type,
+                                    size=len(part.data), content_id=part.content_id, inline=part.inline))
+        values = dict(
+            account_id=account.id, direction="in", message_id=message_id,
+            in_reply_to=" ".join(headers.in_reply_to), references=" ".join(headers.references),
+            from_addr=headers.from_.address if headers.from_ else "",
+            from_name=headers.from_.name if headers.from_ else "",
+            to_addrs=", ".join(a.address for a in headers.to), cc_addrs=", ".join(a.address for a in headers.cc),
+            subject=headers.subject, date=_naive_utc(headers.date), body_text=parsed.body_text,
+            body_html=parsed.body_html, raw_sha256=raw_sha, size=len(raw), is_auto=headers.auto_submitted,
+            is_bounce=headers.is_bounce, notes="\n".join(parsed.notes), imap_uid=uid, created_at=now)
+        batch_refs[message_id] = (len(pending), ticket)
+        pending.append((index, ticket, values, attachments))
+        results.append(Ingested(outcome))
+    # -- writes ------------------------------------------------------------------------------------------
+    if blobs:
+        stored = {row[0] for row in _lookup(conn, select(Blob.sha256), Blob.sha256, set(blobs))}
+        missing = [dict(sha256=d, size=len(b), data=b) for d, b in blobs.items() if d not in stored]
+        if missing:
+            conn.execute(insert(Blob), missing)
+    new_tickets = list(new_by_number.values())
+    if new_tickets:
+        rows = conn.execute(insert(Ticket).returning(Ticket.id, sort_by_parameter_order=True),
+                            [t.values for t in new_tickets]).all()
+        for new, row in zip(new_tickets, rows):
+            new.id = row[0]
+    for _, ticket, values, _ in pending:
+        values["ticket_id"] = ticket.id if isinstance(ticket, _NewTicket) else ticket
+    article_ids: list[int] = []
+    if pending:
+        article_ids = [row[0] for row in conn.execute(
+            insert(Article).returning(Article.id, sort_by_parameter_order=True), [p[2] for p in pending]).all()]
+    attachment_rows = [dict(a, article_id=article_id)
+                       for article_id, (_, _, _, attachments) in zip(article_ids, pending) for a in attachments]
+    if attachment_rows:
+        conn.execute(insert(Attachment), attachment_rows)
+    added: dict[int, int] = {}
+    for (index, _, values, _), article_id in zip(pending, article_ids):
+        added[values["ticket_id"]] = added.get(values["ticket_id"], 0) + 1
+        results[index] = Ingested(results[index].outcome, values["ticket_id"], article_id)
+    if added:
+        conn.execute(update(Ticket).where(Ticket.id == bindparam("tid"))
+                     .values(article_count=Ticket.article_count + bindparam("n"), updated_at=now,
+                             status=bindparam("new_status")),
+                     [dict(tid=tid, n=n, new_status=statuses.get(tid, "open")) for tid, n in added.items()])
+    article_of = {values["message_id"]: article_id for (_, _, values, _), article_id in zip(pending, article_ids)}
+    return [r if r is not None else Ingested("duplicate", article_id=article_of.get(message_ids[i]))
+            for i, r in enumerate(results)]
+
+
+def _lookup(conn, query, column, values: set, *where, chunk: int = 500):
+    """Rows of `query` whose `column` is in `values`, in chunks that stay below SQL variable limits."""
+    values = list(values)
+    rows = []
+    for start in range(0, len(values), chunk):
+        rows.extend(conn.execute(query.where(column.in_(values[start:start + chunk]), *where)).all())
+    return rows
+
+
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -156,13 +302,29 @@ def search_tickets(session: Session, user: User, *, status: str | None = None, a
     if account:
         query = query.join(Account, Account.id == Ticket.account_id).where(Account.address == account.strip().lower())
     if q and q.strip():
-        needle = f"%{_escape_like(q.strip())}%"
-        in_text = exists().where(Article.ticket_id == Ticket.id,
-                                 or_(Article.body_text.ilike(needle, escape="\\"),
-                                     Article.subject.ilike(needle, escape="\\")))
-        number = TAG_RE.search(q) or re.fullmatch(r"#?(\d+)", q.strip())
-        conditions = [Ticket.subject.ilike(needle, escape="\\"), Ticket.customer_address.ilike(needle, escape="\\"),
-                      Ticket.customer_name.ilike(needle, escape="\\"), in_text]
+        text_q = q.strip()
+        number = TAG_RE.search(q) or re.fullmatch(r"#?(\d+)", text_q)
+        if len(text_q) >= 3 and _has_search_index(session):
+            # SQLite FTS5 (migration 0002): ticket fields by any part (trigram), article text by words,
+            # the last one as a prefix; both case-insensitive and answered from the index.
+            in_tickets = select(literal_column("rowid")).select_from(table("tickets_fts")) \
+                .where(text("tickets_fts MATCH :q_tickets").bindparams(q_tickets=_fts_phrase(text_q)))
+            conditions = [Ticket.id.in_(in_tickets)]
+            words = _fts_words(text_q)
+            if words:
+                # Joined rather than `articles.id IN (...)`: SQLite then reads each match's ticket once.
+                in_articles = text("SELECT a.ticket_id FROM articles_fts JOIN articles AS a ON a.id = articles_fts.rowid "
+                                   "WHERE articles_fts MATCH :q_articles").bindparams(q_articles=words) \
+                    .columns(column("ticket_id"))
+                conditions.append(Ticket.id.in_(in_articles))
+        else:
+            needle = f"%{_escape_like(text_q)}%"
+            in_text = exists().where(Article.ticket_id == Ticket.id,
+                                     or_(Article.body_text.ilike(needle, escape="\\"),
+                                         Article.subject.ilike(needle, escape="\\")))
+            conditions = [Ticket.subject.ilike(needle, escape="\\"),
+                          Ticket.customer_address.ilike(needle, escape="\\"),
+                          Ticket.customer_name.ilike(needle, escape="\\"), in_text]
         if number:
             conditions.append(Ticket.number == int(number.group(1)))
         query = query.where(or_(*conditions))
@@ -170,6 +332,34 @@ def search_tickets(session: Session, user: User, *, status: str | None = None, a
     rows = list(session.scalars(query.order_by(Ticket.updated_at.desc(), Ticket.id.desc())
                                 .offset((page - 1) * per_page).limit(per_page + 1)))
     return TicketPage(rows[:per_page], page, page + 1 if len(rows) > per_page else None)
+
+
+_WORD_RE = re.compile(r"\w+")
+
+
+def _fts_phrase(query: str) -> str:
+    """The query as one FTS5 string (a phrase): quotes doubled, nothing else special."""
+    return '"' + query.replace('"', '""') + '"'
+
+
+def _fts_words(query: str) -> str | None:
+    """The query's words as an FTS5 phrase whose last word is a prefix: '"xk 17"*'; None without words."""
+    words = _WORD_RE.findall(query)
+    return '"' + " ".join(words) + '"*' if words else None
+
+
+_search_index: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _has_search_index(session: Session) -> bool:
+    """Whether this database has the FTS5 search tables (SQLite after migration 0002); asked once per engine."""
+    bind = session.get_bind()
+    key = getattr(bind, "engine", bind)
+    if key not in _search_index:
+        _search_index[key] = bind.dialect.name == "sqlite" and session.execute(
+            text("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('articles_fts', 'tickets_fts')")
+        ).scalar() == 2
+    return _search_index[key]
 
 
 def _escape_like(text: str) -> str:

@@ -5,6 +5,7 @@ always verified; there is no code path that authenticates over a connection with
 """
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import ssl
@@ -35,7 +36,10 @@ class FolderState:
     uidnext: int | None
 
 
+@functools.lru_cache(maxsize=8)
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """One verifying context per CA setting, shared by every connection (thread-safe): a context with
+    the system's CA store costs about half a megabyte, too much to build per mailbox with 1,000 of them."""
     context = ssl.create_default_context(cafile=ca_bundle or None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context

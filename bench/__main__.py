@@ -1,0 +1,93 @@
+"""`python -m bench [--only import|latency|mailboxes|pages] [--size tiny|full]`
+
+Runs the benchmarks (each starts its own Dovecot and test identity provider), prints the figures,
+and at full size writes them into BENCHMARKS.md (the section of each benchmark that ran, with the
+command, the machine and the date; the other sections are kept). Raw results also go to
+bench/results/<name>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from . import BENCHES
+from .env import ROOT, machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MARKDOWN = ROOT / "BENCHMARKS.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=list(BENCHES), action="append",
+                        help="run only this benchmark (repeatable); default: all four")
+    parser.add_argument("--size", choices=("tiny", "full"), default="full")
+    parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
+                        help="write BENCHMARKS.md (default: at full size only)")
+    parser.add_argument("--workdir", type=Path, help="keep the servers' files here (default: a temp dir, removed)")
+    args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the servers and subprocesses a benchmark started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    write = args.size == "full" if args.write is None else args.write
+    names = args.only or list(BENCHES)
+    command = "python -m bench" + "".join(f" --only {n}" for n in (args.only or [])) + \
+        (f" --size {args.size}" if args.size != "full" else "")
+    failed = False
+    for name in names:
+        module = BENCHES[name]
+        if args.workdir:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=args.workdir)) if args.workdir else \
+            Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        started = datetime.datetime.now(datetime.timezone.utc)
+        print(f"== {name} ({args.size}) in {workdir}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            result = module.run(workdir, args.size, log=lambda s: print(s, flush=True))
+        except Exception:  # noqa: BLE001 - report, keep the work dir, go on with the next benchmark
+            traceback.print_exc()
+            print(f"!! {name} failed; files kept in {workdir}", flush=True)
+            failed = True
+            continue
+        elapsed = time.perf_counter() - t0
+        record = {"name": name, "size": args.size, "command": command, "machine": machine(),
+                  "date": started.strftime("%Y-%m-%d %H:%M UTC"), "elapsed_seconds": round(elapsed, 1),
+                  "result": result}
+        lines = module.report(result)
+        print("\n".join(lines), flush=True)
+        if write:
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+            write_section(name, record, lines)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def write_section(name: str, record: dict, lines: list[str]) -> None:
+    """Replace the figures between this benchmark's markers in BENCHMARKS.md."""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    body = "\n".join([start,
+                      f"Measured {record['date']} with `{record['command']}` ({record['elapsed_seconds']} s) on "
+                      f"{record['machine']}.", "", *lines, end])
+    text = MARKDOWN.read_text() if MARKDOWN.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        text = before + body + after
+    else:
+        text = text.rstrip("\n") + f"\n\n## {name}\n\n{body}\n"
+    MARKDOWN.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
