@@ -83,6 +83,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA cache_size=-65536")  # 64 MB page cache: searches over a large history stay in memory
+    cursor.execute("PRAGMA mmap_size=268435456")
     cursor.close()
 
 

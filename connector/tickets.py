@@ -33,9 +33,8 @@ def store_blob(session: Session, data: bytes) -> str:
     """Store bytes once by content hash; flushed at once because rows refer to it by foreign key only."""
     digest = hashlib.sha256(data).hexdigest()
     if session.get(Blob, digest) is None:
-        blob = Blob(sha256=digest, size=len(data), data=data)
-        session.add(blob)
-        session.flush([blob])
+        session.add(Blob(sha256=digest, size=len(data), data=data))
+        session.flush()
     return digest
 
 

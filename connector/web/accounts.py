@@ -80,6 +80,7 @@ def connect():
         identity = rt.identity(session)
     except DecryptionError:
         return _error_page(SECRET_UNREADABLE, 409)
+    session.commit()  # the identity provider is called next: hold no transaction (SQLite's write lock) meanwhile
     if identity is None:
         hint = " Open Admin > Microsoft 365 app to do it." if current_user.is_admin else " Ask an admin to do it."
         return _error_page("The Microsoft 365 app is not registered yet, so mailboxes cannot be connected." + hint,
@@ -114,6 +115,7 @@ def callback():
         identity = rt.identity(session)
     except DecryptionError:
         return _error_page(SECRET_UNREADABLE, 409)
+    session.commit()  # the identity provider is called next: hold no transaction (SQLite's write lock) meanwhile
     if identity is None:
         return _error_page("The Microsoft 365 app registration was removed during the sign-in: ask an admin.", 409)
     shared = flow.pop("connector_shared", None)
