@@ -294,23 +294,9 @@ class BenchEnv:
 
     def env(self, **extra: str) -> dict:
         """Environment for `connector` subprocesses (same database, keys and servers)."""
-        s = self.rt.settings
-        env = dict(os.environ)
-        env.update({
-            "CONNECTOR_CONFIG": os.devnull,
-            "CONNECTOR_APP_DATA_DIR": s.app.data_dir,
-            "CONNECTOR_APP_BASE_URL": s.app.base_url,
-            "CONNECTOR_DATABASE_URL": s.database.url,
-            "CONNECTOR_MICROSOFT_AUTHORITY_HOST": s.microsoft.authority_host,
-            "CONNECTOR_MICROSOFT_IMAP_HOST": s.microsoft.imap_host,
-            "CONNECTOR_MICROSOFT_IMAP_PORT": str(s.microsoft.imap_port),
-            "CONNECTOR_MICROSOFT_SMTP_HOST": s.microsoft.smtp_host,
-            "CONNECTOR_MICROSOFT_SMTP_PORT": str(s.microsoft.smtp_port),
-            "CONNECTOR_TLS_CA_BUNDLE": s.tls.ca_bundle,
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update(extra)
-        return env
+        from tests.support.app import connector_env
+
+        return connector_env(self.rt.settings, **extra)
 
     def _client(self):
         """A test client signed in as the agent, one per thread."""

@@ -40,7 +40,7 @@ def run(workdir: Path, size: str = "full", log=print) -> dict:
             address = env.add_user("support")
             customer = env.add_user("customer")
             reference = env.add_user("reference")  # gets a copy of each mail; not connected to connector
-            account_id = env.connect(address)
+            env.connect(address)
             token = env.user_token(customer)
             server = Server(env, workdir / "serve.log")
             deadline = time.monotonic() + 60

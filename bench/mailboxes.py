@@ -26,7 +26,6 @@ import smtplib
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path

@@ -73,3 +73,25 @@ def connect_mailbox(client, ca_path, email: str, password: str = "pw", consent: 
     authorize_url = start_connect(client, **params)
     redirect = complete_authorization(authorize_url, email, password, consent=consent, ca_path=ca_path)
     return finish_connect(client, redirect)
+
+
+def connector_env(settings, **extra: str) -> dict:
+    """Environment for `connector` subprocesses that share an app's database, keys and servers."""
+    import os
+
+    env = dict(os.environ)
+    env.update({
+        "CONNECTOR_CONFIG": os.devnull,
+        "CONNECTOR_APP_DATA_DIR": settings.app.data_dir,
+        "CONNECTOR_APP_BASE_URL": settings.app.base_url,
+        "CONNECTOR_DATABASE_URL": settings.database.url,
+        "CONNECTOR_MICROSOFT_AUTHORITY_HOST": settings.microsoft.authority_host,
+        "CONNECTOR_MICROSOFT_IMAP_HOST": settings.microsoft.imap_host,
+        "CONNECTOR_MICROSOFT_IMAP_PORT": str(settings.microsoft.imap_port),
+        "CONNECTOR_MICROSOFT_SMTP_HOST": settings.microsoft.smtp_host,
+        "CONNECTOR_MICROSOFT_SMTP_PORT": str(settings.microsoft.smtp_port),
+        "CONNECTOR_TLS_CA_BUNDLE": settings.tls.ca_bundle,
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env

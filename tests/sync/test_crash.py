@@ -1,33 +1,18 @@
 """A worker killed at any point loses no mail and duplicates none when it starts again."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 
+from tests.support.app import connector_env
 from tests.support.mail import connect, counts, make_mail, wait_until
 
 
-def worker_env(app, extra=None) -> dict:
-    s = app.extensions["connector"].settings
-    env = dict(os.environ)
-    env.update({
-        "CONNECTOR_CONFIG": os.devnull,
-        "CONNECTOR_APP_DATA_DIR": s.app.data_dir,
-        "CONNECTOR_DATABASE_URL": s.database.url,
-        "CONNECTOR_MICROSOFT_AUTHORITY_HOST": s.microsoft.authority_host,
-        "CONNECTOR_MICROSOFT_IMAP_HOST": s.microsoft.imap_host,
-        "CONNECTOR_MICROSOFT_IMAP_PORT": str(s.microsoft.imap_port),
-        "CONNECTOR_MICROSOFT_SMTP_HOST": s.microsoft.smtp_host,
-        "CONNECTOR_MICROSOFT_SMTP_PORT": str(s.microsoft.smtp_port),
-        "CONNECTOR_TLS_CA_BUNDLE": s.tls.ca_bundle,
-        "CONNECTOR_MAIL_FETCH_BATCH_SIZE": "5",
-        "CONNECTOR_WORKER_LEASE_SECONDS": "3",
-    })
-    env.update(extra or {})
-    return env
+def worker_env(app) -> dict:
+    return connector_env(app.extensions["connector"].settings, CONNECTOR_MAIL_FETCH_BATCH_SIZE="5",
+                         CONNECTOR_WORKER_LEASE_SECONDS="3")
 
 
 def connector(*args):
