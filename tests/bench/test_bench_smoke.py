@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +26,14 @@ def _corpus():
 
 
 def _figures(name: str, tmp_path) -> dict:
+    # Not under pytest's basetemp (tmp_path is unused): as root, Dovecot's mail processes run as "dovecot"
+    # and must traverse the path, and another pytest run resets /tmp/pytest-of-<user> to 0700.
     module = BENCHES[name]
-    result = module.run(tmp_path, "tiny", log=lambda _line: None)
+    workdir = Path(tempfile.mkdtemp(prefix=f"connector-bench-{name}-"))
+    try:
+        result = module.run(workdir, "tiny", log=lambda _line: None)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     lines = module.report(result)
     assert lines and all(isinstance(line, str) for line in lines)
     return result
