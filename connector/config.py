@@ -52,7 +52,6 @@ class TlsSettings:
 class WorkerSettings:
     poll_interval_seconds: int = 60
     idle: bool = True
-    threads: int = 8
     idle_timeout_seconds: int = 1500  # re-issue IDLE well before the 30 min server timeout
     lease_seconds: int = 120
 
