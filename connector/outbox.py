@@ -15,7 +15,7 @@ from typing import Callable
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from . import accounts, tickets
+from . import accounts, registration, tickets
 from .crypto import DecryptionError
 from .identity.microsoft import IdentityError
 from .mail.compose import OutgoingFile, build_message, parse_addresses, quote, reply_subject, with_tag
@@ -237,7 +237,7 @@ class Sender:
             raise SendFailure(str(exc), True) from None
         session.commit()
         if identity is None:
-            raise SendFailure("The Microsoft 365 app is not registered: an admin must register it first.", False)
+            raise SendFailure(registration.NOT_REGISTERED, False)
         if account.status in ("disabled", "needs_reconnect") or account.token_cache_enc is None:
             raise SendFailure(f"{account.address} is not connected ({account.status.replace('_', ' ')}): reconnect "
                               "the mailbox, then Retry.", True, auth=True)

@@ -12,6 +12,7 @@ from .crypto import DecryptionError, Vault
 from .identity.microsoft import GENERIC_TENANTS, MicrosoftIdentity, Registration
 from .models import AppRegistration, utcnow
 
+NOT_REGISTERED = "The Microsoft 365 app is not registered: an admin must register it first."
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 DOMAIN_RE = re.compile(r"^(?=.{3,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 

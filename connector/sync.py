@@ -19,7 +19,7 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import accounts, tickets
+from . import accounts, registration, tickets
 from .crypto import DecryptionError
 from .identity.microsoft import IdentityError
 from .mail.imap import ImapError, ImapMailbox
@@ -120,8 +120,7 @@ class AccountSync:
             raise SyncError(str(exc), retry_after=300) from None
         session.commit()  # the token refresh and the login below are network calls
         if identity is None:
-            raise SyncError("The Microsoft 365 app is not registered: an admin must register it first.",
-                            retry_after=60)
+            raise SyncError(registration.NOT_REGISTERED, retry_after=60)
         ms = self.rt.settings.microsoft
         for force_refresh in (False, True):
             try:

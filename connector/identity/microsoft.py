@@ -30,6 +30,10 @@ GENERIC_TENANTS = {"common", "organizations", "consumers"}
 HTTP_TIMEOUT = 20
 
 
+STATE_MISMATCH = ("This sign-in answer does not belong to a sign-in started here (the state does not match): it "
+                  "was used already, or it was forged. Start again with \"Connect Microsoft 365\".")
+
+
 class IdentityError(Exception):
     """A failure with a sentence for people (`explained.message`); never carries a token."""
 
@@ -189,9 +193,7 @@ class MicrosoftIdentity:
         try:
             result = app.acquire_token_by_auth_code_flow(flow, callback_args, scopes=CONNECT_SCOPES)
         except ValueError:  # msal: state mismatch / missing
-            raise IdentityError(Explained(
-                "This sign-in answer does not belong to a sign-in started here (the state does not match): it may "
-                "have been used already or forged. Start again with \"Connect Microsoft 365\".")) from None
+            raise IdentityError(Explained(STATE_MISMATCH)) from None
         except requests.exceptions.RequestException as exc:
             raise self._unreachable(exc) from None
         if "error" in result:

@@ -15,7 +15,7 @@ from wtforms.validators import DataRequired, Length
 from .. import accounts, registration, users
 from ..crypto import DecryptionError
 from ..identity.errors import Explained, explain
-from ..identity.microsoft import IdentityError
+from ..identity.microsoft import STATE_MISMATCH, IdentityError
 from ..models import POST_IMPORT_ACTIONS, AccountMember
 from .context import db, runtime
 
@@ -44,6 +44,18 @@ SECRET_UNREADABLE = ("The stored client secret cannot be decrypted with the conf
                      "the client secret again on the Microsoft 365 app page.")
 
 
+def _registered_identity():
+    """(identity or None, None) or (None, an error page). Ends the request's transaction, because the
+    identity provider is called next: no transaction (SQLite's write lock) is held meanwhile."""
+    session = db()
+    try:
+        identity = runtime().identity(session)
+    except DecryptionError:
+        return None, _error_page(SECRET_UNREADABLE, 409)
+    session.commit()
+    return identity, None
+
+
 def _error_page(message: str, status: int = 400):
     return render_template("accounts/connect_error.html", message=message), status
 
@@ -70,17 +82,14 @@ def index():
 def connect():
     """Send the browser straight to Microsoft (authorization code flow with PKCE)."""
     rt = runtime()
-    session = db()
     try:
         shared = accounts.shared_address_or_none(request.args.get("mailbox"))
     except ValueError as exc:
         return _error_page(f"{exc}: enter the shared mailbox's full address, e.g. support@contoso.com.")
     login_hint = request.args.get("login_hint") or None
-    try:
-        identity = rt.identity(session)
-    except DecryptionError:
-        return _error_page(SECRET_UNREADABLE, 409)
-    session.commit()  # the identity provider is called next: hold no transaction (SQLite's write lock) meanwhile
+    identity, problem = _registered_identity()
+    if problem is not None:
+        return problem
     if identity is None:
         hint = " Open Admin > Microsoft 365 app to do it." if current_user.is_admin else " Ask an admin to do it."
         return _error_page("The Microsoft 365 app is not registered yet, so mailboxes cannot be connected." + hint,
@@ -108,14 +117,10 @@ def callback():
             flow = None
     if flow is None or request.args.get("state") != flow.get("state"):
         log.warning("callback refused: state does not match a sign-in started in this session")
-        return _error_page("This sign-in answer does not belong to a sign-in started here (the state does not "
-                           "match): it was used already, or it was forged. Start again with \"Connect Microsoft "
-                           "365\".")
-    try:
-        identity = rt.identity(session)
-    except DecryptionError:
-        return _error_page(SECRET_UNREADABLE, 409)
-    session.commit()  # the identity provider is called next: hold no transaction (SQLite's write lock) meanwhile
+        return _error_page(STATE_MISMATCH)
+    identity, problem = _registered_identity()
+    if problem is not None:
+        return problem
     if identity is None:
         return _error_page("The Microsoft 365 app registration was removed during the sign-in: ask an admin.", 409)
     shared = flow.pop("connector_shared", None)
