@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -87,6 +88,8 @@ class Finished:
     cpu_seconds: float  # the process itself
     tree_peak_mb: float  # PSS of the process and all its descendants (parser pool), sampled every 20 ms
     tree_cpu_seconds: float  # the same, last sample before exit
+    milestone_seconds: float | None = None  # when `watch()` first said yes (see run_measured)
+    milestone_tree_cpu_seconds: float | None = None  # CPU of the process tree up to then
 
 
 def descendants(pid: int) -> list[int]:
@@ -126,16 +129,24 @@ def tree_sample(pid: int) -> tuple[float, float]:
     return rss, cpu
 
 
-def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float = 3600) -> Finished:
-    """Run a command, return its wall time and its own peak RSS (wait4 rusage: only this child)."""
+def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float = 3600,
+                 watch: Callable[[], bool] | None = None) -> Finished:
+    """Run a command, return its wall time and its own peak RSS (wait4 rusage: only this child).
+
+    `watch`, asked at every sample (20 ms) until it says yes, marks a milestone inside the run (for
+    the import: every mail is a ticket), reported as seconds since the start.
+    """
     with open(log_path, "ab") as log:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         peak = tree_cpu = 0.0
+        milestone = milestone_cpu = None
         while True:
             rss, cpu = tree_sample(proc.pid)
             peak, tree_cpu = max(peak, rss), max(tree_cpu, cpu)
+            if watch is not None and milestone is None and watch():
+                milestone, milestone_cpu = time.perf_counter() - started, tree_cpu
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -147,7 +158,7 @@ def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float = 360
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
     return Finished(proc.returncode, seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, peak,
-                    tree_cpu)
+                    tree_cpu, milestone, milestone_cpu)
 
 
 class BundleCA:

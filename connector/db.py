@@ -75,6 +75,27 @@ class Database:
         self.engine.dispose()
 
 
+@contextmanager
+def small_page_cache(session: Session, megabytes: int = 8) -> Iterator[None]:
+    """SQLite: a smaller page cache for this session's connection while a bulk job runs.
+
+    The default (64 MB a connection, below) is sized for searches over a large history; a job that
+    mostly appends, like extracting bodies after an import, gains nothing from it but memory.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{int(megabytes) * 1024}")
+    try:
+        yield
+    finally:
+        session.rollback()  # whatever the job left open (it commits its own work)
+        session.connection().exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+        session.commit()
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # Let SQLAlchemy issue BEGIN itself (see _sqlite_begin) so transactions really start.
     dbapi_connection.isolation_level = None

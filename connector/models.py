@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 from typing import Optional
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text, UniqueConstraint)
+                        LargeBinary, String, Text, UniqueConstraint, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -138,11 +138,17 @@ class AccountMember(Base):
 
 
 class Blob(Base):
-    """Content-addressed bytes: raw mails, attachments. Stored once whatever refers to them."""
+    """Content-addressed bytes: raw mails, attachments. Stored once whatever refers to them.
+
+    With `pack` set, the bytes are not in `data` (empty) but at `pack_offset` in that pack file next to
+    the SQLite database (see blobs.py).
+    """
     __tablename__ = "blobs"
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    pack: Mapped[Optional[str]] = mapped_column(String(64))
+    pack_offset: Mapped[Optional[int]] = mapped_column(BigInteger)
 
 
 class Ticket(Base):
@@ -193,6 +199,8 @@ class Article(Base):
     is_bounce: Mapped[bool] = mapped_column(Boolean, default=False)
     notes: Mapped[str] = mapped_column(Text, default="")
     imap_uid: Mapped[Optional[int]] = mapped_column(BigInteger)
+    # Imported from headers only: body, HTML and attachments are still to be extracted from the raw mail.
+    body_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     author_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -204,6 +212,8 @@ class Article(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "message_id", name="uq_articles_account_message"),
         Index("ix_articles_message_id", "message_id"),
+        Index("ix_articles_body_pending", "id", sqlite_where=text("body_pending"),
+              postgresql_where=text("body_pending")),
     )
 
 

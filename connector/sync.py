@@ -4,13 +4,17 @@ Crash safety comes from the order of writes: the articles of a batch and the new
 committed in one transaction, the post-import action (mark read, move, delete) runs only after that
 commit, and Message-ID dedup makes any re-fetch harmless. A mail that fails three times is
 quarantined with its raw bytes so the sync moves on.
+
+Speed, for a big first import: a fetching thread (`_Fetcher`) fetches batch n+1, writes its raw
+mails to a pack file (SQLite, see blobs.py) and hands it to the parser pool while this thread
+stores batch n. A backlog (a batch of `DEFER_BODIES_FROM` mails or more) is parsed for its headers
+only, which is enough to dedup, thread and open tickets; body and attachments are extracted from
+the stored raw mail afterwards (bodies.py). New mail arrives in small batches and is parsed whole.
 """
 from __future__ import annotations
 
-import atexit
-import collections
 import logging
-import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,62 +23,17 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import accounts, registration, tickets
+from . import accounts, blobs, parsing, registration, tickets
 from .crypto import DecryptionError
 from .identity.microsoft import IdentityError
 from .mail.imap import ImapError, ImapMailbox
-from .mail.parse import parse_message
-from .models import Account, Article, ImportFailure, Ticket, utcnow
+from .mail.parse import MailHeaders
+from .models import Account, ImportFailure, utcnow
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
-POOL_MIN_BATCH = 32  # smaller batches (new mail, not a first import) are parsed in process: no hand-over latency
-POOL_SIZE = max(1, min(4, os.cpu_count() or 1))
-POOL_DEPTH = 2  # batches being parsed while the next is fetched (each about fetch_batch_size mails)
-_pool = None
-_pool_lock = threading.Lock()
-
-
-def _parse_many(raws: list[bytes], max_size: int) -> list:
-    """In a pool process: parse each mail; an exception is returned in its place (it is that mail's failure)."""
-    out = []
-    for raw in raws:
-        try:
-            out.append(parse_message(raw, max_size=max_size))
-        except Exception as exc:  # noqa: BLE001
-            out.append(RuntimeError(f"{type(exc).__name__}: {exc}"))
-    return out
-
-
-def _parse_pool():
-    """The process pool that parses big batches (first imports) on every core; None on one core.
-
-    Processes come from a fork server, not from a fork of this process: the worker has many threads,
-    and a fork copies their locks. The fork server imports this module once, so each process starts
-    at once instead of importing the whole app again (as `spawn` would).
-    """
-    global _pool
-    if POOL_SIZE < 2:
-        return None
-    with _pool_lock:
-        if _pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
-            _pool = ProcessPoolExecutor(POOL_SIZE, mp_context=context)
-            atexit.register(_reset_pool, True)
-        return _pool
-
-
-def _reset_pool(wait: bool = False) -> None:
-    global _pool
-    with _pool_lock:
-        pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=wait, cancel_futures=True)
+DEFER_BODIES_FROM = 32  # mails in one fetched batch: from this many, headers now and bodies afterwards
 
 
 class SyncError(Exception):
@@ -93,6 +52,7 @@ class PassResult:
     ignored: int = 0
     quarantined: int = 0
     failed: int = 0
+    deferred: int = 0  # of the imported, how many wait for their body to be extracted (bodies.py)
     ticket_ids: set[int] = field(default_factory=set)
 
     def summary(self) -> str:
@@ -110,6 +70,7 @@ class AccountSync:
         self.mailbox_factory = mailbox_factory
         self.mailbox: ImapMailbox | None = None
         self.folder: str | None = None
+        self.files = blobs.BlobFiles.for_bind(rt.db.engine)  # where raw mail goes on SQLite (None: the table)
 
     # -- connection ----------------------------------------------------------------------------------
     def connect(self, session: Session, account: Account) -> ImapMailbox:
@@ -202,90 +163,55 @@ class AccountSync:
         session.commit()
         blocked = False  # a mail to retry stops last_uid from moving past it
         batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
-        parsing: collections.deque = collections.deque()  # batches in the parser pool, oldest first
-        for batch in batches:
-            fetched = list(mailbox.fetch(batch))
-            parse, pooled = self._parse_async(fetched)  # in the pool, parsing runs while earlier batches are stored
-            if pooled:  # keep the pool busy: store the oldest only once POOL_DEPTH batches are queued
-                parsing.append((batch, parse))
-                while len(parsing) > POOL_DEPTH:
-                    blocked = self._store(session, account, *parsing.popleft(), result, blocked, len(uids))
-            else:  # in order: whatever the pool still has, then this batch
-                while parsing:
-                    blocked = self._store(session, account, *parsing.popleft(), result, blocked, len(uids))
-                blocked = self._store(session, account, batch, parse, result, blocked, len(uids))
-        while parsing:
-            blocked = self._store(session, account, *parsing.popleft(), result, blocked, len(uids))
+        fetcher = _Fetcher(mailbox, batches, self._prepare, self._after_import_of(account))
+        fetcher.start()
+        try:
+            for batch, parse in fetcher.parsed_batches():
+                blocked = self._store(session, account, batch, parse, result, blocked, len(uids), fetcher.actions)
+        finally:
+            fetcher.finish()
         return result
 
     # -- parsing and storing a batch ----------------------------------------------------------------------
-    def _parse_async(self, fetched: list[tuple[int, bytes]]):
-        """Start parsing a batch: in the process pool when it is big enough, else right here.
+    def _prepare(self, fetched: list[tuple[int, bytes]]):
+        """In the fetching thread: write the raw mails to a pack file (SQLite, see blobs.py) and start
+        parsing, headers only for a backlog, whole mails otherwise (see the module doc).
 
-        Returns (a callable that gives [(uid, raw, ParsedMail or the exception parsing raised)], pooled).
+        Returns a callable that gives [(uid, raw, ParsedMail or MailHeaders or the exception parsing
+        raised, where the raw mail is in a pack or None)].
         """
-        max_size = self.rt.settings.mail.max_message_bytes
-        pool = _parse_pool() if len(fetched) >= POOL_MIN_BATCH else None
-        if pool is None:
-            def inline():
-                out = []
-                for uid, raw in fetched:
-                    try:
-                        out.append((uid, raw, parse_message(raw, max_size=max_size)))
-                    except Exception as exc:  # noqa: BLE001 - recorded as this mail's failure
-                        out.append((uid, raw, exc))
-                return out
-            return inline, False
-        chunk = max(1, len(fetched) // (2 * POOL_SIZE))
-        futures = [pool.submit(_parse_many, [raw for _, raw in fetched[i:i + chunk]], max_size)
-                   for i in range(0, len(fetched), chunk)]
-
-        def collect():
-            out = []
-            for i, future in zip(range(0, len(fetched), chunk), futures):
-                part = fetched[i:i + chunk]
-                try:
-                    parsed = future.result()
-                except Exception:  # noqa: BLE001 - a broken pool: parse this part here instead
-                    log.warning("the parser pool failed; parsing %s mails in process", len(part))
-                    _reset_pool()
-                    parsed = []
-                    for _, raw in part:
-                        try:
-                            parsed.append(parse_message(raw, max_size=max_size))
-                        except Exception as exc:  # noqa: BLE001
-                            parsed.append(exc)
-                out.extend((uid, raw, p) for (uid, raw), p in zip(part, parsed))
-            return out
-        return collect, True
+        collect, _ = parsing.start([raw for _, raw in fetched], headers_only=len(fetched) >= DEFER_BODIES_FROM,
+                                   max_size=self.rt.settings.mail.max_message_bytes)  # the pool parses meanwhile
+        packed: list = [None] * len(fetched)
+        if self.files is not None and fetched:
+            packed = self.files.write_pack([raw for _, raw in fetched])
+        return lambda: [(uid, raw, parsed, where) for (uid, raw), parsed, where in zip(fetched, collect(), packed)]
 
     def _store(self, session: Session, account: Account, batch: list[int], parsed_batch, result: PassResult,
-               blocked: bool, total: int) -> bool:
-        """Ingest one parsed batch, commit it with the new high-water UID, then run the post-import action."""
+               blocked: bool, total: int, actions: "queue.SimpleQueue[list[int]]") -> bool:
+        """Ingest one parsed batch, commit it with the new high-water UID, then queue its post-import action."""
         items = parsed_batch()
         done_uids: list[int] = []
-        good = [(uid, raw, parsed) for uid, raw, parsed in items if not isinstance(parsed, BaseException)]
+        good = [item for item in items if not isinstance(item[2], BaseException)]
         outcomes: dict[int, str] = {}
         if good:
             try:
                 with session.begin_nested():
-                    ingested = tickets.ingest_batch(session, account, [(raw, parsed, uid) for uid, raw, parsed in good])
+                    ingested = tickets.ingest_batch(session, account, [(raw, parsed, uid) for uid, raw, parsed, _ in good],
+                                                    raw_packed=[where for *_, where in good] if self.files else None)
             except Exception as exc:  # noqa: BLE001 - find the culprit the slow way: one mail at a time
                 log.info("%s: batch import failed (%s: %s); importing one by one", account.address,
                          type(exc).__name__, exc)
                 session.expire_all()
             else:
-                for obj in list(session.identity_map.values()):  # written behind the ORM's back
-                    if isinstance(obj, (Ticket, Article)):
-                        session.expire(obj)
-                for (uid, _, _), one in zip(good, ingested):
-                    outcomes[uid] = self._count(one, result)
-        for uid, raw, parsed in items:
+                for (uid, _, parsed, _), one in zip(good, ingested):
+                    outcomes[uid] = self._count(one, result, parsed)
+        for uid, raw, parsed, where in items:
             if uid not in outcomes:
                 if isinstance(parsed, BaseException):
                     outcomes[uid] = self._record_failure(session, account, uid, raw, parsed, result)
                 else:
-                    outcomes[uid] = self._import_one(session, account, uid, raw, result, parsed)
+                    outcomes[uid] = self._import_one(session, account, uid, raw, result, parsed, where)
             if outcomes[uid] == "retry":
                 blocked = True
                 continue
@@ -296,30 +222,32 @@ class AccountSync:
             account.last_uid = max(account.last_uid, batch[-1])  # vanished mails count as done
         account.sync_done = min(total, (account.sync_done or 0) + len(batch))
         session.commit()
-        self._after_import(account, done_uids)
+        if items and items[0][3] is not None and not any(o in ("new_ticket", "follow_up") for o in outcomes.values()):
+            self.files.delete_pack(items[0][3].pack)  # nothing new in it (a re-read folder): no row points there
+        if done_uids:
+            actions.put(done_uids)  # for the fetcher thread, which owns the IMAP connection during the pass
         return blocked
 
     @staticmethod
-    def _count(ingested, result: PassResult) -> str:
+    def _count(ingested, result: PassResult, parsed) -> str:
         if ingested.outcome == "duplicate":
             result.duplicates += 1
         elif ingested.outcome == "ignored":
             result.ignored += 1
         else:
             result.imported += 1
+            result.deferred += isinstance(parsed, MailHeaders)
             result.ticket_ids.add(ingested.ticket_id)
         return ingested.outcome
 
     def _import_one(self, session: Session, account: Account, uid: int, raw: bytes, result: PassResult,
-                    parsed=None) -> str:
+                    parsed, where: blobs.Packed | None) -> str:
         try:
             with session.begin_nested():
-                if parsed is None:
-                    parsed = parse_message(raw, max_size=self.rt.settings.mail.max_message_bytes)
-                ingested = tickets.ingest(session, account, raw, parsed, uid)
+                ingested = tickets.ingest(session, account, raw, parsed, uid, raw_packed=where)
         except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the mailbox
             return self._record_failure(session, account, uid, raw, exc, result)
-        return self._count(ingested, result)
+        return self._count(ingested, result, parsed)
 
     def _record_failure(self, session: Session, account: Account, uid: int, raw: bytes, exc: Exception,
                         result: PassResult) -> str:
@@ -342,19 +270,23 @@ class AccountSync:
         result.failed += 1
         return "retry"
 
-    def _after_import(self, account: Account, uids: list[int]) -> None:
-        """The account's post-import action, only for mails whose import is committed."""
-        if not uids or account.post_import_action == "keep":
-            return
-        try:
-            if account.post_import_action == "mark_read":
-                self.mailbox.mark_read(uids)
-            elif account.post_import_action == "move" and account.move_to_folder:
-                self.mailbox.move(uids, account.move_to_folder)
-            elif account.post_import_action == "delete":
-                self.mailbox.delete(uids)
-        except Exception as exc:  # noqa: BLE001 - the mail is imported; the action is retried by the user
-            log.warning("%s: post-import action %s failed: %s", account.address, account.post_import_action, exc)
+    def _after_import_of(self, account: Account) -> Callable[[list[int]], None]:
+        """The account's post-import action, for mails whose import is committed."""
+        action, folder, address = account.post_import_action, account.move_to_folder, account.address
+
+        def run(uids: list[int]) -> None:
+            if not uids or action == "keep":
+                return
+            try:
+                if action == "mark_read":
+                    self.mailbox.mark_read(uids)
+                elif action == "move" and folder:
+                    self.mailbox.move(uids, folder)
+                elif action == "delete":
+                    self.mailbox.delete(uids)
+            except Exception as exc:  # noqa: BLE001 - the mail is imported; the action is retried by the user
+                log.warning("%s: post-import action %s failed: %s", address, action, exc)
+        return run
 
     # -- waiting for new mail --------------------------------------------------------------------------
     def wait_for_mail(self, timeout: float, should_stop: Callable[[], bool], use_idle: bool,
@@ -386,6 +318,66 @@ class AccountSync:
             self.close()
             raise SyncError(f"The IMAP connection broke while waiting for mail ({type(exc).__name__}); "
                             "reconnecting.") from None
+
+
+class _Fetcher(threading.Thread):
+    """Fetches the batches of a pass and starts parsing them, ahead of the storing, in its own thread.
+
+    Network reads and SQLite writes both release the GIL, so fetching batch n+1 overlaps storing
+    batch n. `POOL_DEPTH` batches wait at most (memory stays bounded). The thread owns the IMAP
+    connection for the pass, so it also runs the post-import actions that the storing side queues
+    after each commit; `finish()` runs what is left once it has stopped.
+    """
+
+    def __init__(self, mailbox: ImapMailbox, batches: list[list[int]], prepare,
+                 after_import: Callable[[list[int]], None]) -> None:
+        super().__init__(name=f"{threading.current_thread().name}-fetch", daemon=True)
+        self.mailbox, self.batches, self.prepare, self.after_import = mailbox, batches, prepare, after_import
+        self.ready: queue.Queue = queue.Queue(maxsize=parsing.POOL_DEPTH)
+        self.actions: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for batch in self.batches:
+                self._run_actions()
+                if self.stopped.is_set():
+                    return
+                self._hand_over((batch, self.prepare(list(self.mailbox.fetch(batch)))))
+            self._hand_over(None)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the storing side
+            self._hand_over(exc)
+
+    def _hand_over(self, item) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                self._run_actions()
+
+    def _run_actions(self) -> None:
+        while True:
+            try:
+                uids = self.actions.get_nowait()
+            except queue.Empty:
+                return
+            self.after_import(uids)
+
+    def parsed_batches(self):
+        """(batch, callable giving its parsed mails), in order; raises what fetching raised."""
+        while True:
+            item = self.ready.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def finish(self) -> None:
+        self.stopped.set()
+        self.join()
+        self._run_actions()
 
 
 def _is_connection_error(exc: BaseException) -> bool:

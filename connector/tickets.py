@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from sqlalchemy import bindparam, column, exists, func, insert, literal_column, or_, select, table, text, update
 from sqlalchemy.orm import Session, selectinload
 
-from .mail.parse import MailHeaders, ParsedMail
+from .blobs import Packed
+from .mail.parse import MailHeaders, ParsedMail, Part
 from .models import TICKET_STATUSES, Account, Article, Attachment, Blob, Ticket, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,33 @@ def store_blob(session: Session, data: bytes) -> str:
     return digest
 
 
+def store_blobs(conn, blobs: dict[str, bytes], packed: dict[str, Packed] | None = None) -> None:
+    """Store many blobs (by sha256) with one lookup and one multi-row INSERT of those not stored yet.
+
+    `packed`: blobs whose bytes are already written to a pack file (blobs.py), by sha256.
+    """
+    packed = packed or {}
+    if blobs or packed:
+        stored = {row[0] for row in _lookup(conn, select(Blob.sha256), Blob.sha256, set(blobs) | set(packed))}
+        missing = [dict(sha256=d, size=len(b), data=b, pack=None, pack_offset=None)
+                   for d, b in blobs.items() if d not in stored]
+        missing += [dict(sha256=d, size=p.size, data=b"", pack=p.pack, pack_offset=p.offset)
+                    for d, p in packed.items() if d not in stored and d not in blobs]
+        if missing:
+            conn.execute(insert(Blob), missing)
+
+
+def attachment_values(parts: list[Part], blobs: dict[str, bytes]) -> list[dict]:
+    """Attachment rows (all but `article_id`) for these parts; their bytes are added to `blobs`."""
+    rows = []
+    for part in parts:
+        digest = hashlib.sha256(part.data).hexdigest()
+        blobs.setdefault(digest, part.data)
+        rows.append(dict(blob_sha256=digest, filename=part.filename, content_type=part.content_type,
+                         size=len(part.data), content_id=part.content_id, inline=part.inline))
+    return rows
+
+
 def next_ticket_number(session: Session) -> int:
     current = session.scalar(select(func.max(Ticket.number)))
     return (current or FIRST_NUMBER - 1) + 1
@@ -50,72 +78,19 @@ class Ingested:
     article_id: int | None = None
 
 
-def find_ticket(session: Session, account: Account, headers: MailHeaders) -> Ticket | None:
-    """The ticket a mail belongs to: by In-Reply-To/References first, then by the subject tag."""
-    refs = [r for r in (headers.in_reply_to + headers.references) if r]
-    if refs:
-        ticket_id = session.scalar(
-            select(Article.ticket_id).where(Article.account_id == account.id, Article.message_id.in_(refs))
-            .order_by(Article.id.desc()).limit(1))
-        if ticket_id is not None:
-            return session.get(Ticket, ticket_id)
-    for match in TAG_RE.finditer(headers.subject or ""):
-        ticket = session.scalar(select(Ticket).where(Ticket.number == int(match.group(1)),
-                                                     Ticket.account_id == account.id))
-        if ticket is not None:
-            return ticket
-    return None
-
-
 def is_own_loop(account: Account, headers: MailHeaders) -> bool:
     """Mail a mailbox sent to itself (our own reply copied back, a loop between rules)."""
     sender = headers.from_.address if headers.from_ else ""
     return sender == account.address and any(a.address == account.address for a in headers.to + headers.cc)
 
 
-def ingest(session: Session, account: Account, raw: bytes, parsed: ParsedMail, uid: int | None = None) -> Ingested:
-    """Attach one incoming mail to its ticket or open a new one; idempotent per Message-ID."""
-    headers = parsed.headers
-    message_id = headers.message_id or synthetic_message_id(raw)
-    existing = session.scalar(select(Article.id).where(Article.account_id == account.id,
-                                                       Article.message_id == message_id))
-    if existing is not None:
-        return Ingested("duplicate", article_id=existing)
-    if is_own_loop(account, headers):
-        return Ingested("ignored")
-    automatic = headers.auto_submitted or headers.is_bounce
-    now = utcnow()
-    ticket = find_ticket(session, account, headers)
-    outcome = "follow_up"
-    if ticket is None:
-        outcome = "new_ticket"
-        customer = headers.reply_to[0] if headers.reply_to else headers.from_
-        ticket = Ticket(number=next_ticket_number(session), account_id=account.id,
-                        subject=TAG_RE.sub("", headers.subject).strip() or "(no subject)",
-                        customer_address=customer.address if customer else "",
-                        customer_name=customer.name if customer else "", created_at=now, status="open",
-                        article_count=0)
-        session.add(ticket)
-        session.flush()
-    elif ticket.status != "open" and not automatic:
-        ticket.status = "open"  # a customer's answer reopens; auto-replies never do
-    article = Article(
-        ticket_id=ticket.id, account_id=account.id, direction="in", message_id=message_id,
-        in_reply_to=" ".join(headers.in_reply_to), references=" ".join(headers.references),
-        from_addr=headers.from_.address if headers.from_ else "", from_name=headers.from_.name if headers.from_ else "",
-        to_addrs=", ".join(a.address for a in headers.to), cc_addrs=", ".join(a.address for a in headers.cc),
-        subject=headers.subject, date=_naive_utc(headers.date), body_text=parsed.body_text,
-        body_html=parsed.body_html, raw_sha256=store_blob(session, raw), size=len(raw), is_auto=headers.auto_submitted,
-        is_bounce=headers.is_bounce, notes="\n".join(parsed.notes), imap_uid=uid, created_at=now)
-    for part in parsed.attachments:
-        article.attachments.append(Attachment(blob_sha256=store_blob(session, part.data), filename=part.filename,
-                                              content_type=part.content_type, size=len(part.data),
-                                              content_id=part.content_id, inline=part.inline))
-    session.add(article)
-    ticket.article_count = (ticket.article_count or 0) + 1
-    ticket.updated_at = now
-    session.flush()
-    return Ingested(outcome, ticket.id, article.id)
+def ingest(session: Session, account: Account, raw: bytes, parsed: ParsedMail | MailHeaders,
+           uid: int | None = None, raw_packed: Packed | None = None) -> Ingested:
+    """Attach one incoming mail to its ticket or open a new one; idempotent per Message-ID.
+
+    `raw_packed`: where the raw mail is, if it is already written to a pack file (blobs.py).
+    """
+    return ingest_batch(session, account, [(raw, parsed, uid)], [raw_packed] if raw_packed else None)[0]
 
 
 @dataclass(eq=False)
@@ -124,28 +99,37 @@ class _NewTicket:
     id: int | None = None
 
 
-def ingest_batch(session: Session, account: Account, items: list[tuple[bytes, ParsedMail, int | None]]) \
-        -> list[Ingested]:
-    """`ingest` for many mails at once: the same outcomes, in order, with a handful of statements.
+def ingest_batch(session: Session, account: Account,
+                 items: list[tuple[bytes, ParsedMail | MailHeaders, int | None]],
+                 raw_packed: list[Packed] | None = None) -> list[Ingested]:
+    """Attach mails to their tickets or open new ones, idempotent per Message-ID: the same outcomes as
+    taking them one by one in order, with a handful of statements.
+
+    A mail given as `MailHeaders` only (a big import) becomes an article whose body and attachments
+    are extracted later from the stored raw mail (`body_pending`, see bodies.py). `raw_packed`, one
+    entry per item, says where each raw mail is if it is already written to a pack file (blobs.py).
 
     Lookups (duplicates, threading by In-Reply-To/References and by subject tag, ticket statuses, the
     next ticket number) are one query each for the whole batch, and mails of the batch thread onto
     each other in memory; tickets, blobs, articles and attachments are then written with one
     multi-row INSERT each, and the tickets touched with one UPDATE. The caller runs this inside a
-    SAVEPOINT and falls back to `ingest` per mail if it raises.
+    SAVEPOINT and, if it raises, takes the mails one by one (`ingest`) to find the one that fails.
     """
     now = utcnow()
+    session.flush()
     conn = session.connection()
-    message_ids = [parsed.headers.message_id or synthetic_message_id(raw) for raw, parsed, _ in items]
+    mails = [(raw, parsed if isinstance(parsed, MailHeaders) else parsed.headers,
+              None if isinstance(parsed, MailHeaders) else parsed, uid) for raw, parsed, uid in items]
+    message_ids = [headers.message_id or synthetic_message_id(raw) for raw, headers, _, _ in mails]
     existing = dict(_lookup(conn, select(Article.message_id, Article.id), Article.message_id, set(message_ids),
                             Article.account_id == account.id))
-    wanted = {r for _, parsed, _ in items for r in parsed.headers.in_reply_to + parsed.headers.references if r}
+    wanted = {r for _, headers, _, _ in mails for r in headers.in_reply_to + headers.references if r}
     by_ref: dict[str, tuple[int, int]] = {}  # message_id -> (article id, ticket id) of its newest article
     for mid, art_id, ticket_id in _lookup(conn, select(Article.message_id, Article.id, Article.ticket_id),
                                           Article.message_id, wanted, Article.account_id == account.id):
         if mid not in by_ref or art_id > by_ref[mid][0]:
             by_ref[mid] = (art_id, ticket_id)
-    numbers = {int(m.group(1)) for _, parsed, _ in items for m in TAG_RE.finditer(parsed.headers.subject or "")}
+    numbers = {int(m.group(1)) for _, headers, _, _ in mails for m in TAG_RE.finditer(headers.subject or "")}
     by_number = {number: tid for number, tid in _lookup(conn, select(Ticket.number, Ticket.id), Ticket.number,
                                                          numbers, Ticket.account_id == account.id)}
     statuses = dict(_lookup(conn, select(Ticket.id, Ticket.status), Ticket.id,
@@ -156,8 +140,8 @@ def ingest_batch(session: Session, account: Account, items: list[tuple[bytes, Pa
     results: list[Ingested | None] = []
     pending: list[tuple[int, object, dict, list]] = []  # (index, ticket id or _NewTicket, article, attachments)
     blobs: dict[str, bytes] = {}
-    for index, ((raw, parsed, uid), message_id) in enumerate(zip(items, message_ids)):
-        headers = parsed.headers
+    packed_blobs: dict[str, Packed] = {}
+    for index, ((raw, headers, parsed, uid), message_id) in enumerate(zip(mails, message_ids)):
         if message_id in existing:
             results.append(Ingested("duplicate", article_id=existing[message_id]))
             continue
@@ -171,7 +155,7 @@ def ingest_batch(session: Session, account: Account, items: list[tuple[bytes, Pa
         refs = [r for r in headers.in_reply_to + headers.references if r]
         ticket: object = None
         in_batch = [batch_refs[r] for r in refs if r in batch_refs]
-        if in_batch:  # newer than anything stored: the newest article wins, as in find_ticket
+        if in_batch:  # newer than anything stored: the newest referenced article decides the ticket
             ticket = max(in_batch, key=lambda pair: pair[0])[1]
         else:
             known = [by_ref[r] for r in refs if r in by_ref]
@@ -198,32 +182,28 @@ def ingest_batch(session: Session, account: Account, items: list[tuple[bytes, Pa
             next_number += 1
         elif not isinstance(ticket, _NewTicket) and statuses.get(ticket) != "open" and not automatic:
             statuses[ticket] = "open"  # a customer's answer reopens; auto-replies never do
-        raw_sha = hashlib.sha256(raw).hexdigest()
-        blobs.setdefault(raw_sha, raw)
-        attachments = []
-        for part in parsed.attachments:
-            digest = hashlib.sha256(part.data).hexdigest()
-            blobs.setdefault(digest, part.data)
-            attachments.append(dict(blob_sha256=digest, filename=part.filename, content_type=part.content_type,
-                                    size=len(part.data), content_id=part.content_id, inline=part.inline))
+        if raw_packed is not None:
+            raw_sha = raw_packed[index].sha256
+            packed_blobs[raw_sha] = raw_packed[index]
+        else:
+            raw_sha = hashlib.sha256(raw).hexdigest()
+            blobs.setdefault(raw_sha, raw)
+        attachments = attachment_values(parsed.attachments, blobs) if parsed else []
         values = dict(
             account_id=account.id, direction="in", message_id=message_id,
             in_reply_to=" ".join(headers.in_reply_to), references=" ".join(headers.references),
             from_addr=headers.from_.address if headers.from_ else "",
             from_name=headers.from_.name if headers.from_ else "",
             to_addrs=", ".join(a.address for a in headers.to), cc_addrs=", ".join(a.address for a in headers.cc),
-            subject=headers.subject, date=_naive_utc(headers.date), body_text=parsed.body_text,
-            body_html=parsed.body_html, raw_sha256=raw_sha, size=len(raw), is_auto=headers.auto_submitted,
-            is_bounce=headers.is_bounce, notes="\n".join(parsed.notes), imap_uid=uid, created_at=now)
+            subject=headers.subject, date=_naive_utc(headers.date), body_text=parsed.body_text if parsed else "",
+            body_html=parsed.body_html if parsed else None, body_pending=parsed is None, raw_sha256=raw_sha,
+            size=len(raw), is_auto=headers.auto_submitted, is_bounce=headers.is_bounce,
+            notes="\n".join(parsed.notes) if parsed else "", imap_uid=uid, created_at=now)
         batch_refs[message_id] = (len(pending), ticket)
         pending.append((index, ticket, values, attachments))
         results.append(Ingested(outcome))
     # -- writes ------------------------------------------------------------------------------------------
-    if blobs:
-        stored = {row[0] for row in _lookup(conn, select(Blob.sha256), Blob.sha256, set(blobs))}
-        missing = [dict(sha256=d, size=len(b), data=b) for d, b in blobs.items() if d not in stored]
-        if missing:
-            conn.execute(insert(Blob), missing)
+    store_blobs(conn, blobs, packed_blobs)
     new_tickets = list(new_by_number.values())
     if new_tickets:
         rows = conn.execute(insert(Ticket).returning(Ticket.id, sort_by_parameter_order=True),
@@ -249,6 +229,8 @@ def ingest_batch(session: Session, account: Account, items: list[tuple[bytes, Pa
                      .values(article_count=Ticket.article_count + bindparam("n"), updated_at=now,
                              status=bindparam("new_status")),
                      [dict(tid=tid, n=n, new_status=statuses.get(tid, "open")) for tid, n in added.items()])
+    for ticket in [o for o in session.identity_map.values() if isinstance(o, Ticket) and o.id in added]:
+        session.expire(ticket)  # written behind the ORM's back (its counters, status and articles)
     article_of = {values["message_id"]: article_id for (_, _, values, _), article_id in zip(pending, article_ids)}
     return [r if r is not None else Ingested("duplicate", article_id=article_of.get(message_ids[i]))
             for i, r in enumerate(results)]

@@ -1,5 +1,6 @@
 """The worker: claims mailboxes with leases, keeps one IMAP connection per mailbox (IDLE, or polling),
-and sends queued replies. Runs inside `connector serve` or alone as `connector worker`.
+extracts the bodies a big import left for later, and sends queued replies. Runs inside
+`connector serve` or alone as `connector worker`.
 
 Like RQ's worker it finishes what it is doing on the first SIGTERM and exits at once on the second;
 `run_burst()` does one round of everything due and returns. It imports no web code.
@@ -10,12 +11,14 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
+from . import bodies
 from .models import Account, utcnow
 from .runtime import Runtime
 from .sync import AccountSync, SyncError
@@ -23,6 +26,7 @@ from .sync import AccountSync, SyncError
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 SCHEDULER_TICK = 2.0
+EXTRACT_CHECK = 60.0  # seconds between looks for pending bodies nobody announced (left by a stopped process)
 
 
 def backoff_seconds(failures: int, retry_after: float | None) -> float:
@@ -37,11 +41,16 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{name or 'worker'}"
         self._stop = threading.Event()
         self._send_now = threading.Event()
+        self._extract_now = threading.Event()
         self._runners: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.started_at = time.time()
         rt.worker = self
+        # A pass fetches in one thread while it writes the database in another (sync.py); with a 1 ms GIL
+        # switch interval instead of 5 ms the fetching thread gets back to its socket sooner. Measured
+        # on the import benchmark: 5.6 s against 5.7-6.2 s for 10,000 mails.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start_background(self) -> None:
@@ -52,6 +61,7 @@ class Worker:
         self._stop.set()
         self.rt.wakeup.set()
         self._send_now.set()
+        self._extract_now.set()
         if wait:
             deadline = time.monotonic() + timeout
             for thread in [self._thread, *list(self._runners.values())]:
@@ -87,6 +97,8 @@ class Worker:
         log.info("worker %s started", self.id)
         sender = threading.Thread(target=self._send_loop, name="connector-sender", daemon=True)
         sender.start()
+        extractor = threading.Thread(target=self._extract_loop, name="connector-bodies", daemon=True)
+        extractor.start()
         while not self._stop.is_set():
             try:
                 self._start_due_mailboxes()
@@ -96,9 +108,10 @@ class Worker:
                 self.rt.wakeup.clear()
                 self._send_now.set()
         self._send_now.set()
+        self._extract_now.set()
         with self._lock:
             runners = list(self._runners.values())
-        for thread in [sender, *runners]:
+        for thread in [sender, extractor, *runners]:
             thread.join(30)
         log.info("worker %s stopped", self.id)
 
@@ -114,6 +127,19 @@ class Worker:
                 log.exception("sending failed")
             self._send_now.wait(SCHEDULER_TICK)
             self._send_now.clear()
+
+    def _extract_loop(self) -> None:
+        """Bodies of big imports, in their own thread: the mailbox threads go back to IDLE at once."""
+        while not self._stop.is_set():
+            self._extract_now.clear()
+            try:
+                count = bodies.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
+                                               should_stop=self._stop.is_set)
+                if count:
+                    log.info("extracted the bodies of %s mails", count)
+            except Exception:  # noqa: BLE001 - e.g. the database restarting; tried again later
+                log.exception("extracting bodies failed")
+            self._extract_now.wait(EXTRACT_CHECK)
 
     def _due_account_ids(self, address: str | None = None, ignore_schedule: bool = False) -> list[int]:
         now = utcnow()
@@ -201,6 +227,8 @@ class Worker:
             raise _StopMailbox() from None
         if result.imported or result.quarantined:
             log.info("mailbox %s: %s", account_id, result.summary())
+        if result.deferred:
+            self._extract_now.set()
         if result.failed:
             time.sleep(1)  # retry the failed mails soon: quarantine after three attempts
             self._sync_pass(sync, account_id)
@@ -259,6 +287,10 @@ class Worker:
             finally:
                 sync.close()
                 self._release(account_id)
+        extracted = bodies.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
+                                           account_ids=ids, should_stop=self._stop.is_set)
+        if extracted:
+            lines.append(f"bodies and attachments extracted for {extracted} mails imported from their headers")
         return ok, lines
 
     def run_burst(self) -> bool:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 import connector.mail.parse as parse_module
-from connector.mail.parse import Address, Part, parse_headers, parse_message
+from connector.mail.parse import Address, Part, header_slice, parse_headers, parse_message
 
 
 def msg(headers: str, body: bytes | str = b"Hello\n", *, crlf: bool = False) -> bytes:
@@ -93,6 +93,22 @@ def test_subject_raw_8bit_legacy_uses_declared_charsets() -> None:
            b"Content-Type: text/plain; charset=gb2312\n\ny\n--b--\n")
     assert parse_headers(raw).subject == "转发：整体提升"
     assert parse_message(raw).headers.subject == "转发：整体提升"
+
+
+def test_header_slice_reads_the_same_headers_from_fewer_bytes() -> None:
+    ascii_mail = msg(BASE + "Message-ID: <a@b>\n", b"x" * 100_000)
+    block = header_slice(ascii_mail)
+    assert block == ascii_mail[:ascii_mail.index(b"\n\n") + 2]
+    assert parse_headers(block, size=len(ascii_mail)) == parse_headers(ascii_mail)
+    # 8-bit header bytes are decoded with charsets declared further down: those travel along
+    eight_bit = (b"From: a@example.com\nSubject: " + "整体提升".encode("gb2312") +
+                 b"\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+                 b"Content-Type: text/plain; charset=gb2312\n\ny\n--b--\n" + b"z" * 100_000)
+    block = header_slice(eight_bit)
+    assert len(block) == 65536
+    assert parse_headers(block, size=len(eight_bit)) == parse_headers(eight_bit)
+    assert parse_headers(block, size=len(eight_bit)).subject == "整体提升"
+    assert header_slice(b"no blank line at all") == b"no blank line at all"
 
 
 def test_subject_raw_8bit_without_hint_is_windows_1252() -> None:

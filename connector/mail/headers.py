@@ -295,7 +295,10 @@ def lazy_hints(raw: bytes) -> Callable[[], tuple[str, ...]]:
     return get
 
 
-def charset_hints(raw: bytes, limit: int = 65536) -> tuple[str, ...]:
+CHARSET_HINT_LIMIT = 65536  # how far into a message charset declarations are looked for
+
+
+def charset_hints(raw: bytes, limit: int = CHARSET_HINT_LIMIT) -> tuple[str, ...]:
     """Charsets declared anywhere near the top of the message, used to decode 8-bit headers."""
     hints: list[str] = []
     for m in _CHARSET_HINT_RE.finditer(raw, 0, min(len(raw), limit)):

@@ -18,6 +18,7 @@ from email.message import Message
 
 from .charsets import decode_text
 from .headers import (
+    CHARSET_HINT_LIMIT,
     Fields,
     Hints,
     decode_words,
@@ -42,7 +43,7 @@ from .mime import (
     uudecode,
 )
 
-__all__ = ["Address", "MailHeaders", "Part", "ParsedMail", "parse_headers", "parse_message",
+__all__ = ["Address", "MailHeaders", "Part", "ParsedMail", "header_slice", "parse_headers", "parse_message",
            "DEFAULT_MAX_SIZE"]
 
 DEFAULT_MAX_SIZE = 36 * 1024 * 1024  # Exchange Online's default receive limit
@@ -93,14 +94,27 @@ class ParsedMail:
 
 # --- Headers -----------------------------------------------------------------------------------
 
-def parse_headers(raw: bytes) -> MailHeaders:
-    """Headers only: the fast path for polling. Never raises; garbage yields empty fields."""
+def parse_headers(raw: bytes, *, size: int | None = None) -> MailHeaders:
+    """Headers only: the fast path for polling and big imports. Never raises; garbage yields empty fields.
+
+    ``raw`` may be ``header_slice(mail)`` with ``size=len(mail)``: the same result from fewer bytes,
+    which is what a parser process is handed.
+    """
     raw = _as_bytes(raw)
+    size = len(raw) if size is None else size
     try:
         msg = read_headers(raw)
-        return _mail_headers(msg, Fields(msg, lazy_hints(raw)), len(raw))
+        return _mail_headers(msg, Fields(msg, lazy_hints(raw)), size)
     except Exception:  # noqa: BLE001 - contract: never raise on input
-        return _empty_headers(len(raw))
+        return _empty_headers(size)
+
+
+def header_slice(raw: bytes) -> bytes:
+    """The bytes ``parse_headers`` reads: the header block, or the first 64 KB when the block has
+    8-bit bytes (their charset is guessed from declarations further down, see ``charset_hints``)."""
+    raw = _as_bytes(raw)
+    block = raw[:header_end(raw)]
+    return block if block.isascii() else raw[:max(len(block), CHARSET_HINT_LIMIT)]
 
 
 def _empty_headers(size: int) -> MailHeaders:

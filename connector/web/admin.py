@@ -11,7 +11,8 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from .. import registration, users
 from ..identity.microsoft import CONNECT_SCOPES, IdentityError
-from ..models import Account, Blob, ImportFailure, User
+from ..blobs import read_blob
+from ..models import Account, ImportFailure, User
 from .context import db, runtime
 from .security import admin_required
 
@@ -118,10 +119,10 @@ def _failure_or_404(failure_id: int) -> ImportFailure:
 @admin_required
 def quarantine_raw(failure_id: int):
     row = _failure_or_404(failure_id)
-    blob = db().get(Blob, row.raw_sha256) if row.raw_sha256 else None
-    if blob is None:
+    data = read_blob(db(), row.raw_sha256)
+    if data is None:
         abort(404, "The raw mail was not kept (it has not failed three times yet).")
-    response = Response(blob.data, mimetype="application/octet-stream")
+    response = Response(data, mimetype="application/octet-stream")
     response.headers["Content-Disposition"] = f'attachment; filename="quarantined-{row.id}-uid-{row.uid}.eml"'
     return response
 

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from .. import accounts, outbox, tickets
 from ..mail.compose import ComposeError
-from .context import db, runtime
+from .context import db, readable_ticket, runtime
 from .security import api_auth
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -92,7 +92,7 @@ def ticket_list():
 
 
 def _visible_ticket(ticket_id: int):
-    ticket = tickets.get_ticket(db(), g.api_user, ticket_id)
+    ticket = readable_ticket(g.api_user, ticket_id)
     if ticket is None:
         abort(404, "No such ticket, or it belongs to a mailbox you are not a member of.")
     return ticket

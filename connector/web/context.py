@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
+from .. import bodies, tickets
+from ..models import Ticket, User
 from ..runtime import Runtime
 
 
@@ -16,3 +18,12 @@ def db() -> Session:
     if "db_session" not in g:
         g.db_session = runtime().db.sessionmaker()
     return g.db_session
+
+
+def readable_ticket(user: User, ticket_id: int) -> Ticket | None:
+    """The ticket if `user` may see it, with every article's body ready to read (a big import leaves
+    bodies for later; they are extracted here if the worker has not got to them yet)."""
+    ticket = tickets.get_ticket(db(), user, ticket_id)
+    if ticket is not None:
+        bodies.ensure_extracted(db(), ticket.articles, max_size=runtime().settings.mail.max_message_bytes)
+    return ticket

@@ -13,8 +13,9 @@ from wtforms.validators import DataRequired, Length
 from .. import accounts, outbox, tickets
 from ..mail.compose import ComposeError, OutgoingFile
 from ..mail.html import sanitize_html, text_to_html
-from ..models import TICKET_STATUSES, Article, Attachment, Blob
-from .context import db, runtime
+from ..blobs import read_blob
+from ..models import TICKET_STATUSES, Article, Attachment
+from .context import db, readable_ticket, runtime
 
 bp = Blueprint("tickets", __name__)
 
@@ -73,7 +74,7 @@ def index():
 
 
 def _ticket_or_404(ticket_id: int):
-    ticket = tickets.get_ticket(db(), current_user, ticket_id)
+    ticket = readable_ticket(current_user, ticket_id)
     if ticket is None:
         abort(404, "No such ticket, or it belongs to a mailbox you are not a member of.")
     return ticket
@@ -212,10 +213,12 @@ def attachment(ticket_id: int, attachment_id: int):
                                                               Article.ticket_id == ticket.id))
     if row is None:
         abort(404)
-    blob = db().get(Blob, row.blob_sha256)
+    data = read_blob(db(), row.blob_sha256)
+    if data is None:
+        abort(404, "The bytes of this attachment are missing from the blob folder; restore it from a backup.")
     inline_image = request.args.get("inline") == "1" and row.content_type in {
         "image/png", "image/jpeg", "image/gif", "image/webp"}
-    response = Response(blob.data, mimetype=row.content_type if inline_image else "application/octet-stream")
+    response = Response(data, mimetype=row.content_type if inline_image else "application/octet-stream")
     disposition = "inline" if inline_image else "attachment"
     from werkzeug.http import dump_options_header  # RFC 6266 / 5987 encoding of any file name
 
@@ -230,10 +233,10 @@ def attachment(ticket_id: int, attachment_id: int):
 @login_required
 def raw(ticket_id: int, article_id: int):
     article = _article_or_404(ticket_id, article_id)
-    if not article.raw_sha256:
-        abort(404)
-    blob = db().get(Blob, article.raw_sha256)
-    response = Response(blob.data, mimetype="application/octet-stream")
+    data = read_blob(db(), article.raw_sha256)
+    if data is None:
+        abort(404, "The original of this mail is not stored (or is missing from the blob folder).")
+    response = Response(data, mimetype="application/octet-stream")
     response.headers["Content-Disposition"] = f'attachment; filename="ticket-{ticket_id}-article-{article_id}.eml"'
     return response
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote
 
-from tests.support.net import free_port, wait_for_port
+from tests.support.net import free_ports, wait_for_port
 from tests.support.tls import TestCA
 
 DOVECOT = "dovecot"
@@ -99,9 +99,7 @@ class DovecotServer:
         self.shared_mailboxes = tuple(a.lower() for a in shared_mailboxes)
         self.debug = debug
         self.instance_name = f"connector-test-{uuid.uuid4().hex[:8]}"
-        self.imap_port = free_port()
-        self.imap_plain_port = free_port()
-        self.lmtp_port = free_port()
+        self.imap_port, self.imap_plain_port, self.lmtp_port = free_ports(3)
         self.conf_path = self.workdir / "dovecot.conf"
         self.log_path = self.workdir / "dovecot.log"
         self.mail_root = self.workdir / "mail"

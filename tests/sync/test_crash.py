@@ -6,6 +6,9 @@ import subprocess
 import sys
 import time
 
+from sqlalchemy import select
+
+from connector.models import Article
 from tests.support.app import connector_env
 from tests.support.mail import connect, counts, make_mail, wait_until
 
@@ -21,7 +24,7 @@ def connector(*args):
 
 def test_worker_killed_mid_import_loses_and_duplicates_nothing(mail_app, org, ca, agent, dovecot, tmp_path):
     account_id, address = connect(mail_app, org, ca, agent)
-    total = 1500
+    total = 3000
     for i in range(total):
         dovecot.deliver(address, make_mail(to=address, subject=f"Bulk {i}", body=f"Body {i}"))
     env = worker_env(mail_app)
@@ -44,6 +47,10 @@ def test_worker_killed_mid_import_loses_and_duplicates_nothing(mail_app, org, ca
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert counts(mail_app, account_id) == (total, total)
     assert kills == 3
+    rt = mail_app.extensions["connector"]
+    with rt.db.session() as session:
+        texts = session.scalars(select(Article.body_text).where(Article.account_id == account_id)).all()
+        assert sorted(t.strip() for t in texts) == sorted(f"Body {i}" for i in range(total))
 
 
 def test_sync_once_command_exit_codes(mail_app, org, ca, agent, dovecot, idp):

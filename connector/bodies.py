@@ -1,0 +1,131 @@
+"""Body, HTML and attachments of mails that a big import took from their headers only (see sync.py).
+
+The raw mail is stored at import, so nothing waits on this but the full text search: the worker
+extracts pending articles in the background soon after the import, and reading an article (ticket
+page, API, reply quote) extracts it on the spot. Each article is claimed by a conditional UPDATE
+(`... WHERE body_pending`), so two processes that race on it store its attachments once.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Callable, Iterable
+
+from sqlalchemy import case, insert, select, update
+from sqlalchemy.orm import Session
+
+from . import parsing, tickets
+from .blobs import BlobFiles
+from .db import Database, small_page_cache
+from .mail.parse import ParsedMail
+from .models import Article, Attachment, Blob
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 50
+
+
+def pending_ids(session: Session, account_ids: Iterable[int] | None = None, limit: int = BATCH_SIZE,
+                after: int = 0) -> list[int]:
+    """Articles still to extract, oldest first, with ids above `after` (the partial index answers this)."""
+    query = select(Article.id).where(Article.body_pending.is_(True), Article.id > after)
+    if account_ids is not None:
+        query = query.where(Article.account_id.in_(list(account_ids)))
+    return list(session.scalars(query.order_by(Article.id).limit(limit)))
+
+
+def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes | None]]:
+    rows = session.execute(select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
+                                  case((Blob.pack.is_(None), Blob.data), else_=None))
+                           .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
+                           .where(Article.id.in_(article_ids), Article.body_pending.is_(True))
+                           .order_by(Article.id)).all()
+    files = BlobFiles.for_bind(session.get_bind()) if any(row[2] for row in rows) else None
+    return [(article_id, data if pack is None else
+             files.read(pack, offset, size, sha256) if files is not None else None)
+            for article_id, sha256, pack, offset, size, data in rows]
+
+
+def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int):
+    """Begin parsing; returns a callable giving [(article id, ParsedMail, or None if there is no raw mail, or
+    the exception parsing raised)]."""
+    present = [(article_id, data) for article_id, data in raw_rows if data is not None]
+    collect, _ = parsing.start([data for _, data in present], headers_only=False, max_size=max_size)
+
+    def results():
+        parsed = dict(zip([article_id for article_id, _ in present], collect()))
+        return [(article_id, parsed.get(article_id)) for article_id, _ in raw_rows]
+    return results
+
+
+def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | None]]) -> int:
+    """Write what was extracted, for the articles still pending; returns how many this call stored."""
+    conn = session.connection()
+    blobs: dict[str, bytes] = {}
+    attachment_rows: list[dict] = []
+    done = 0
+    for article_id, parsed in results:
+        if isinstance(parsed, ParsedMail):
+            values = dict(body_text=parsed.body_text, body_html=parsed.body_html, notes="\n".join(parsed.notes))
+        else:
+            note = ("the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
+                    if parsed is None else f"the body could not be extracted ({parsed}): download the original")
+            log.warning("article %s: %s", article_id, note)
+            values = dict(body_text="", body_html=None, notes=note)
+        claimed = conn.execute(update(Article).where(Article.id == article_id, Article.body_pending.is_(True))
+                               .values(body_pending=False, **values)).rowcount
+        if claimed != 1:
+            continue  # extracted meanwhile by someone else
+        done += 1
+        if isinstance(parsed, ParsedMail):
+            attachment_rows.extend(dict(row, article_id=article_id)
+                                   for row in tickets.attachment_values(parsed.attachments, blobs))
+    tickets.store_blobs(conn, blobs)
+    if attachment_rows:
+        conn.execute(insert(Attachment), attachment_rows)
+    return done
+
+
+def extract(session: Session, article_ids: list[int], *, max_size: int) -> int:
+    """Extract these articles if they are still pending; the caller commits. Returns how many were stored."""
+    if not article_ids:
+        return 0
+    return _store(session, _start(_read_raw(session, article_ids), max_size)())
+
+
+def ensure_extracted(session: Session, articles: list[Article], *, max_size: int) -> None:
+    """Before showing articles: extract the pending ones now and commit, so the reader never sees an empty body."""
+    waiting = [a for a in articles if a.body_pending]
+    if not waiting:
+        return
+    extract(session, [a.id for a in waiting], max_size=max_size)
+    session.commit()
+    for article in waiting:
+        session.expire(article)  # reload text, HTML, notes and attachments as stored
+
+
+def extract_pending(db: Database, *, max_size: int, account_ids: Iterable[int] | None = None,
+                    should_stop: Callable[[], bool] = lambda: False, batch_size: int = BATCH_SIZE) -> int:
+    """Extract every pending article (of these accounts), one committed batch at a time; returns how many.
+
+    The next batch is parsed (on every core) while the current one is written, and no transaction
+    is held while parsing.
+    """
+    account_ids = list(account_ids) if account_ids is not None else None
+    done = 0
+    after = 0  # ids are taken in order: a batch being parsed is not read again
+    in_pool: collections.deque = collections.deque()
+    with db.sessionmaker() as session, small_page_cache(session):
+        while not should_stop():
+            ids = pending_ids(session, account_ids, batch_size, after=after)
+            if ids:
+                after = ids[-1]
+                in_pool.append(_start(_read_raw(session, ids), max_size))
+                session.commit()  # end the read: no transaction while parsing
+                if len(in_pool) < parsing.POOL_DEPTH:
+                    continue  # keep the next batch parsing while this one is written
+            if not in_pool:
+                break
+            done += _store(session, in_pool.popleft()())
+            session.commit()
+            parsing.release_memory()
+    return done

@@ -1,0 +1,96 @@
+"""Pack files for raw mail (connector/blobs.py): exact bytes back, damage detected, never a partial pack."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import create_engine
+
+from connector import tickets
+from connector.blobs import BlobFiles, Packed, read_blob
+
+
+def test_a_pack_gives_back_each_blob_byte_for_byte(tmp_path):
+    files = BlobFiles(tmp_path / "connector-blobs")
+    items = [b"first mail\r\n", b"", b"\x00\xff" * 5000, b"last"]
+    placed = files.write_pack(items)
+    assert [p.size for p in placed] == [len(i) for i in items]
+    assert [p.offset for p in placed] == [0, 12, 12, 10012]
+    assert len({p.pack for p in placed}) == 1
+    for data, where in zip(items, placed):
+        assert where.sha256 == hashlib.sha256(data).hexdigest()
+        assert files.read(where.pack, where.offset, where.size, where.sha256) == data
+    month = files.root / placed[0].pack[:6]
+    assert [p.name for p in month.iterdir()] == [f"{placed[0].pack}.pack"]  # no temporary file left
+    assert oct(files.root.stat().st_mode & 0o777) == oct(month.stat().st_mode & 0o777) == "0o700"
+    assert oct(files.path(placed[0].pack).stat().st_mode & 0o777) == "0o600"
+
+
+def test_damaged_or_missing_packs_read_as_none(tmp_path):
+    files = BlobFiles(tmp_path / "blobs")
+    (where,) = files.write_pack([b"precious"])
+    path = files.path(where.pack)
+    path.write_bytes(b"precioua")
+    assert files.read(where.pack, where.offset, where.size, where.sha256) is None
+    path.write_bytes(b"prec")
+    assert files.read(where.pack, where.offset, where.size, where.sha256) is None
+    path.unlink()
+    assert files.read(where.pack, where.offset, where.size, where.sha256) is None
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "x", "20261122080000-" + "g" * 32, ""])
+def test_pack_names_cannot_leave_the_folder(tmp_path, name):
+    with pytest.raises(ValueError):
+        BlobFiles(tmp_path).path(name)
+    assert BlobFiles(tmp_path).read(name, 0, 1, "0" * 64) is None
+
+
+def test_a_failed_write_leaves_nothing(tmp_path, mocker):
+    files = BlobFiles(tmp_path / "blobs")
+    mocker.patch("connector.blobs.os.fsync", side_effect=OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        files.write_pack([b"a", b"b"])
+    assert [p for p in files.root.rglob("*") if p.is_file()] == []
+
+
+def test_only_an_sqlite_file_database_gets_a_folder(tmp_path):
+    assert BlobFiles.for_bind(create_engine(f"sqlite:///{tmp_path}/data/connector.db")).root \
+        == tmp_path / "data" / "connector-blobs"
+    assert BlobFiles.for_bind(create_engine("sqlite://")) is None
+    assert BlobFiles.for_bind(create_engine("sqlite:///:memory:")) is None
+    assert BlobFiles.for_bind(SimpleNamespace(url="postgresql+psycopg://u:p@db.example/connector")) is None
+
+
+def test_read_blob_takes_the_bytes_from_the_table_or_the_pack(rt, caplog):
+    files = BlobFiles.for_bind(rt.db.engine)
+    (where,) = files.write_pack([b"raw mail in a pack"])
+    with rt.db.session() as session:
+        conn = session.connection()
+        in_table = hashlib.sha256(b"raw mail in the table").hexdigest()
+        tickets.store_blobs(conn, {in_table: b"raw mail in the table"}, {where.sha256: where})
+    with rt.db.session() as session:
+        assert read_blob(session, in_table) == b"raw mail in the table"
+        assert read_blob(session, where.sha256) == b"raw mail in a pack"
+        assert read_blob(session, None) is None
+        assert read_blob(session, "0" * 64) is None
+    os.remove(files.path(where.pack))
+    with caplog.at_level(logging.ERROR, logger="connector.blobs"), rt.db.session() as session:
+        assert read_blob(session, where.sha256) is None
+    assert f"blob {where.sha256} is missing or damaged in pack {where.pack}" in caplog.text
+
+
+def test_a_blob_stored_twice_keeps_its_first_place(rt):
+    files = BlobFiles.for_bind(rt.db.engine)
+    (first,) = files.write_pack([b"same bytes"])
+    (second,) = files.write_pack([b"same bytes"])
+    with rt.db.session() as session:
+        tickets.store_blobs(session.connection(), {}, {first.sha256: first})
+        tickets.store_blobs(session.connection(), {}, {second.sha256: Packed(second.sha256, second.size,
+                                                                             second.pack, second.offset)})
+    from connector.models import Blob
+
+    with rt.db.session() as session:
+        assert session.get(Blob, first.sha256).pack == first.pack

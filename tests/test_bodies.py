@@ -1,0 +1,94 @@
+"""Body extraction after a headers-only import (connector/bodies.py), against the real SQLite database."""
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+from sqlalchemy import func, select
+
+from connector import bodies, tickets
+from connector.mail.parse import parse_headers, parse_message
+from connector.models import Account, Article, Attachment
+from tests.support.mail import make_mail
+
+MAX = 36 * 1024 * 1024
+
+
+def _with_attachment(n: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "customer@example.net"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = f"Report {n}"
+    msg["Message-ID"] = f"<report-{n}@example.net>"
+    msg.set_content(f"See report {n}.")
+    msg.add_attachment(f"report {n}".encode(), maintype="text", subtype="csv", filename=f"report-{n}.csv")
+    return msg.as_bytes()
+
+
+def _import_headers_only(rt, raws: list[bytes], address: str = "support@example.com") -> int:
+    with rt.db.session() as session:
+        account = Account(address=address)
+        session.add(account)
+        session.flush()
+        tickets.ingest_batch(session, account, [(raw, parse_headers(raw), i + 1) for i, raw in enumerate(raws)])
+        return account.id
+
+
+def test_extraction_stores_exactly_what_a_full_parse_gives(rt):
+    raws = [_with_attachment(n) for n in range(3)] + [make_mail(to="support@example.com", html="<p>rich</p>")]
+    account_id = _import_headers_only(rt, raws)
+    with rt.db.session() as session:
+        assert bodies.pending_ids(session) == bodies.pending_ids(session, [account_id]) != []
+        assert session.scalar(select(func.count()).select_from(Attachment)) == 0
+    assert bodies.extract_pending(rt.db, max_size=MAX) == 4
+    with rt.db.session() as session:
+        for article, raw in zip(session.scalars(select(Article).order_by(Article.id)), raws):
+            parsed = parse_message(raw)
+            assert not article.body_pending
+            assert (article.body_text, article.body_html) == (parsed.body_text, parsed.body_html)
+            assert [(a.filename, a.content_type, a.size) for a in article.attachments] == \
+                [(p.filename, p.content_type, len(p.data)) for p in parsed.attachments]
+
+
+def test_two_extractions_of_the_same_articles_store_attachments_once(rt):
+    _import_headers_only(rt, [_with_attachment(n) for n in range(2)])
+    with rt.db.session() as session:
+        ids = bodies.pending_ids(session)
+        stale = bodies._start(bodies._read_raw(session, ids), MAX)  # read by a racing process first
+    with rt.db.session() as session:
+        assert bodies.extract(session, ids, max_size=MAX) == 2
+    with rt.db.session() as session:
+        assert bodies._store(session, stale()) == 0  # the loser of the race claims nothing
+        assert bodies.extract(session, ids, max_size=MAX) == 0
+        assert session.scalar(select(func.count()).select_from(Attachment)) == 2
+
+
+def test_reading_extracts_just_those_articles(rt):
+    _import_headers_only(rt, [_with_attachment(n) for n in range(3)])
+    with rt.db.sessionmaker() as session:
+        first = session.scalars(select(Article).order_by(Article.id)).first()
+        assert first.body_pending and first.attachments == []
+        bodies.ensure_extracted(session, [first], max_size=MAX)
+        assert not first.body_pending and first.body_text == "See report 0."
+        assert [a.filename for a in first.attachments] == ["report-0.csv"]
+    with rt.db.session() as session:
+        assert len(bodies.pending_ids(session)) == 2
+
+
+def test_extraction_is_per_account_and_stops_when_told(rt):
+    one = _import_headers_only(rt, [_with_attachment(n) for n in range(3)], "one@example.com")
+    two = _import_headers_only(rt, [_with_attachment(n) for n in range(3, 5)], "two@example.com")
+    assert bodies.extract_pending(rt.db, max_size=MAX, account_ids=[two]) == 2
+    assert bodies.extract_pending(rt.db, max_size=MAX, account_ids=[one], should_stop=lambda: True) == 0
+    assert bodies.extract_pending(rt.db, max_size=MAX, batch_size=1) == 3
+    with rt.db.session() as session:
+        assert bodies.pending_ids(session) == []
+        # the page cache of the connection is back to the default afterwards
+        assert session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == -65536
+
+
+def test_a_mail_over_the_size_limit_keeps_a_note_instead_of_a_body(rt):
+    _import_headers_only(rt, [make_mail(to="support@example.com", body="x" * 5000)])
+    assert bodies.extract_pending(rt.db, max_size=1000) == 1
+    with rt.db.session() as session:
+        article = session.scalar(select(Article))
+        assert article.body_text == "" and "exceeds" in article.notes
