@@ -7,10 +7,15 @@ byte for byte the corpus mail, so copies of a reply still thread onto the ticket
 original. The mails are written as Maildir files into the Dovecot user's `cur/` and Dovecot indexes
 them on the first access (done before any timing).
 
+The benchmark writes two such mailboxes (the same mails, other Message-IDs) and imports each once,
+like the reference that is fetched twice; the better of each is reported, and memory is the worse
+of both imports. (The second import goes into a database that already holds the first: if
+anything, that makes it slower.)
+
 Reference: the same messages fetched with IMAPClient over the same implicit-TLS port with the same
 XOAUTH2 login, in batches of the connector's `fetch_batch_size`, bodies discarded (imaplib's debug
-formatting off, as the connector has it: the stricter reference). Best of the runs before and after
-the import.
+formatting off, as the connector has it: the stricter reference). Each mailbox is fetched once to
+warm the caches, then once more just before its import; the better of those two is the reference.
 
 Import: `connector sync --account ADDRESS --once` in its own process. Two moments are timed: when
 every mail is a ticket (the account's committed import progress reaches N, read from the database
@@ -24,6 +29,7 @@ processes sampled every 20 ms; the larger is reported.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -53,15 +59,16 @@ def with_message_id(raw: bytes, message_id: str) -> bytes:
     return line + head + body
 
 
-def write_mailbox(env: BenchEnv, address: str, count: int) -> tuple[int, int]:
-    """Write `count` mails into the mailbox's Maildir/cur; returns (count, bytes)."""
+def write_mailbox(env: BenchEnv, address: str, count: int, tag: str = "") -> tuple[int, int]:
+    """Write `count` mails into the mailbox's Maildir/cur; returns (count, bytes). `tag` varies the
+    Message-IDs, so that a second mailbox holds the same mails as new ones."""
     mails = corpus()
     cur = env.maildir(address) / "cur"
     total = 0
     base = int(time.time()) - count
     for i in range(count):
         name, raw = mails[i % len(mails)]
-        data = with_message_id(raw, f"<bench-{i:06d}-{name}@bench.connector.test>")
+        data = with_message_id(raw, f"<bench{tag}-{i:06d}-{name}@bench.connector.test>")
         (cur / f"{base + i}.M{i}P1.bench,S={len(data)}:2,").write_bytes(data)
         total += len(data)
     env.chown_mail(address)
@@ -98,66 +105,90 @@ def raw_fetch(env: BenchEnv, account_id: int, address: str, batch_size: int) -> 
 def run(workdir: Path, size: str = "full", log=print) -> dict:
     n = SIZES[size]
     with BenchEnv(workdir) as env:
-        address = env.add_user("big")
-        account_id = env.connect(address)
-        t0 = time.perf_counter()
-        count, total = write_mailbox(env, address, n)
-        log(f"import: wrote {count} mails, {total / 1e6:.1f} MB into Maildir in {time.perf_counter() - t0:.1f} s")
-        t0 = time.perf_counter()
-        status = env.dovecot.status(address)  # Dovecot indexes the new files here, outside any timing
-        log(f"import: Dovecot indexed {status['messages']} mails in {time.perf_counter() - t0:.1f} s")
+        boxes = []
+        for tag in ("", "2"):  # two mailboxes of the same mails: the import runs twice, as the reference does
+            address = env.add_user(f"big{tag}")
+            account_id = env.connect(address)
+            t0 = time.perf_counter()
+            count, total = write_mailbox(env, address, n, tag)
+            log(f"import: wrote {count} mails, {total / 1e6:.1f} MB into {address}'s Maildir in "
+                f"{time.perf_counter() - t0:.1f} s")
+            t0 = time.perf_counter()
+            status = env.dovecot.status(address)  # Dovecot indexes the new files here, outside any timing
+            log(f"import: Dovecot indexed {status['messages']} mails in {time.perf_counter() - t0:.1f} s")
+            boxes.append((address, account_id))
         batch = env.rt.settings.mail.fetch_batch_size
-        warm = raw_fetch(env, account_id, address, batch)  # page cache and Dovecot cache warm-up
-        log(f"import: raw fetch warm-up {warm['seconds']:.2f} s")
-        before = raw_fetch(env, account_id, address, batch)
-        log(f"import: raw fetch {before['seconds']:.2f} s ({before['messages']} mails, {before['bytes'] / 1e6:.1f} MB)")
-        cmd = [__import__("sys").executable, "-m", "connector.cli", "sync", "--account", address, "--once"]
-        imported = run_measured(cmd, env.env(), workdir / "import.log", watch=_all_tickets(env, account_id, count))
-        log(f"import: every mail a ticket after {imported.milestone_seconds or float('nan'):.2f} s "
-            f"(CPU {imported.milestone_tree_cpu_seconds or float('nan'):.1f} s with the parser pool)")
-        log(f"import: connector sync --once {imported.seconds:.2f} s, exit {imported.returncode}, "
-            f"peak RSS {imported.maxrss_mb:.0f} MB (with the parser pool {imported.tree_peak_mb:.0f} MB), "
-            f"CPU {imported.cpu_seconds:.1f} s (with the pool {imported.tree_cpu_seconds:.1f} s)")
-        fixed = run_measured(cmd, env.env(), workdir / "import-noop.log")
-        log(f"import: the same with nothing new (start-up + login) {fixed.seconds:.2f} s")
-        after = raw_fetch(env, account_id, address, batch)
-        log(f"import: raw fetch again {after['seconds']:.2f} s")
+        for address, account_id in boxes:
+            warm = raw_fetch(env, account_id, address, batch)  # page cache and Dovecot cache warm-up
+            log(f"import: raw fetch warm-up {warm['seconds']:.2f} s")
+        raws, runs = [], []
+        for number, (address, account_id) in enumerate(boxes, 1):
+            raws.append(raw_fetch(env, account_id, address, batch))
+            log(f"import: raw fetch {raws[-1]['seconds']:.2f} s ({raws[-1]['messages']} mails, "
+                f"{raws[-1]['bytes'] / 1e6:.1f} MB)")
+            cmd = [sys.executable, "-m", "connector.cli", "sync", "--account", address, "--once"]
+            imported = run_measured(cmd, env.env(), workdir / f"import-{number}.log",
+                                    watch=_all_tickets(env, account_id, count))
+            log(f"import {number}: every mail a ticket after {imported.milestone_seconds or float('nan'):.2f} s "
+                f"(CPU {imported.milestone_tree_cpu_seconds or float('nan'):.1f} s with the parser pool)")
+            log(f"import {number}: connector sync --once {imported.seconds:.2f} s, exit {imported.returncode}, "
+                f"peak RSS {imported.maxrss_mb:.0f} MB (with the parser pool {imported.tree_peak_mb:.0f} MB), "
+                f"CPU {imported.cpu_seconds:.1f} s (with the pool {imported.tree_cpu_seconds:.1f} s)")
+            fixed = run_measured(cmd, env.env(), workdir / f"import-{number}-noop.log")
+            log(f"import {number}: the same with nothing new (start-up + login) {fixed.seconds:.2f} s")
+            log_text = (workdir / f"import-{number}.log").read_text(errors="replace")
+            summary = re.search(r"\d+ imported, \d+ already known, \d+ ignored, \d+ quarantined, \d+ to retry",
+                                log_text)
+            runs.append((imported, fixed, summary.group(0) if summary else "(no summary line)", account_id))
         from sqlalchemy import func, select
 
         from connector.models import Article, Attachment, ImportFailure, Ticket
 
+        def per_account(model, account_id, *where):
+            return session.scalar(select(func.count()).select_from(model).where(model.account_id == account_id,
+                                                                                *where))
         with env.rt.db.session() as session:
-            articles = session.scalar(select(func.count()).select_from(Article))
-            pending = session.scalar(select(func.count()).select_from(Article).where(Article.body_pending.is_(True)))
-            attachments = session.scalar(select(func.count()).select_from(Attachment))
-            tickets = session.scalar(select(func.count()).select_from(Ticket))
-            failures = session.scalar(select(func.count()).select_from(ImportFailure))
-        log_text = (workdir / "import.log").read_text(errors="replace")
-        summary = re.search(r"\d+ imported, \d+ already known, \d+ ignored, \d+ quarantined, \d+ to retry", log_text)
-        raw = min(before["seconds"], after["seconds"])
-        ready = imported.milestone_seconds or imported.seconds  # never None unless the import failed
-        ready_net = max(0.001, ready - fixed.seconds)
-        net = max(0.001, imported.seconds - fixed.seconds)
-        mb = before["bytes"] / 1e6
+            checks = [dict(articles=per_account(Article, a), tickets=per_account(Ticket, a),
+                           pending=per_account(Article, a, Article.body_pending.is_(True)),
+                           failures=per_account(ImportFailure, a),
+                           attachments=session.scalar(select(func.count()).select_from(Attachment).join(Article)
+                                                      .where(Article.account_id == a)))
+                      for *_, a in runs]
+        raw = min(r["seconds"] for r in raws)
+        mb = raws[0]["bytes"] / 1e6
+
+        def net(fixed, end):
+            return max(0.001, end - fixed.seconds)
+        ready = [(net(f, i.milestone_seconds or i.seconds), i.milestone_seconds or i.seconds) for i, f, *_ in runs]
+        best = min(range(len(runs)), key=lambda k: ready[k][0])
+        imported, fixed, summary, _ = runs[best]
+        ready_net, ready_gross = ready[best]
+        complete_net = net(fixed, imported.seconds)
+        check = checks[best]
         return {
             "messages": count, "mb": round(mb, 1), "batch_size": batch,
-            "raw_seconds": round(raw, 2), "raw_runs": [round(before["seconds"], 2), round(after["seconds"], 2)],
+            "raw_seconds": round(raw, 2), "raw_runs": [round(r["seconds"], 2) for r in raws],
             "raw_msgs_per_s": round(count / raw), "raw_mb_per_s": round(mb / raw, 1),
-            "tickets_seconds": round(ready, 2), "tickets_net_seconds": round(ready_net, 2),
+            "import_runs": [round(r[0], 2) for r in ready], "best_run": best + 1,
+            "tickets_seconds": round(ready_gross, 2), "tickets_net_seconds": round(ready_net, 2),
             "tickets_msgs_per_s": round(count / ready_net), "tickets_mb_per_s": round(mb / ready_net, 1),
-            "tickets_ratio": round(raw / ready_net, 3), "tickets_ratio_gross": round(raw / ready, 3),
+            "tickets_ratio": round(raw / ready_net, 3), "tickets_ratio_gross": round(raw / ready_gross, 3),
             "tickets_cpu_seconds": round(imported.milestone_tree_cpu_seconds or 0, 1),
             "import_seconds": round(imported.seconds, 2), "startup_seconds": round(fixed.seconds, 2),
-            "import_net_seconds": round(net, 2),
-            "import_msgs_per_s": round(count / net), "import_mb_per_s": round(mb / net, 1),
+            "import_net_seconds": round(complete_net, 2),
+            "import_msgs_per_s": round(count / complete_net), "import_mb_per_s": round(mb / complete_net, 1),
             "import_msgs_per_s_gross": round(count / imported.seconds),
-            "ratio": round(raw / net, 3), "ratio_gross": round(raw / imported.seconds, 3),
-            "peak_rss_mb": round(max(imported.maxrss_mb, imported.tree_peak_mb)),  # the larger of the two
-            "main_peak_rss_mb": round(imported.maxrss_mb), "tree_peak_rss_mb": round(imported.tree_peak_mb),
+            "ratio": round(raw / complete_net, 3), "ratio_gross": round(raw / imported.seconds, 3),
+            # memory: the worst of both runs, the larger of wait4's peak and the sampled PSS sum
+            "peak_rss_mb": round(max(max(i.maxrss_mb, i.tree_peak_mb) for i, *_ in runs)),
+            "main_peak_rss_mb": round(max(i.maxrss_mb for i, *_ in runs)),
+            "tree_peak_rss_mb": round(max(i.tree_peak_mb for i, *_ in runs)),
             "import_cpu_seconds": round(imported.cpu_seconds, 1), "tree_cpu_seconds": round(imported.tree_cpu_seconds, 1),
-            "exit_code": imported.returncode, "articles": articles, "tickets": tickets, "failures": failures,
-            "bodies_pending": pending, "attachments": attachments,
-            "summary": summary.group(0) if summary else "(no summary line)",
+            "exit_code": max(abs(i.returncode) for i, *_ in runs), "articles": check["articles"],
+            "tickets": check["tickets"], "failures": sum(c["failures"] for c in checks),
+            "bodies_pending": sum(c["pending"] for c in checks), "attachments": check["attachments"],
+            "all_articles": [c["articles"] for c in checks],
+            "summary": summary,
         }
 
 
@@ -181,8 +212,9 @@ def report(r: dict) -> list[str]:
         f"fetch batch {r['batch_size']}.",
         f"- Reference, plain IMAPClient fetch over TLS: {r['raw_seconds']} s (runs {r['raw_runs']}), "
         f"{r['raw_msgs_per_s']:,} mails/s, {r['raw_mb_per_s']} MB/s.",
-        f"- connector import (`connector sync --once`), every mail a ticket (fetched, stored raw, parsed for "
-        f"what a ticket needs, deduplicated, threaded, committed): {r['tickets_seconds']} s wall, of which "
+        f"- connector import (`connector sync --once`, best of {len(r['import_runs'])} runs: net {r['import_runs']} s), "
+        f"every mail a ticket (fetched, stored raw, parsed for what a ticket needs, deduplicated, threaded, "
+        f"committed): {r['tickets_seconds']} s wall, of which "
         f"{r['startup_seconds']} s start-up and login (a second run with nothing new); net {r['tickets_net_seconds']} s "
         f"= {r['tickets_msgs_per_s']:,} mails/s, {r['tickets_mb_per_s']} MB/s; CPU {r['tickets_cpu_seconds']} s "
         f"with the parser pool.",
@@ -192,10 +224,11 @@ def report(r: dict) -> list[str]:
         f"{r['import_net_seconds']} s = {r['import_msgs_per_s']:,} mails/s, {r['import_mb_per_s']} MB/s, ratio "
         f"{r['ratio']}; CPU {r['tree_cpu_seconds']} s in all (main process {r['import_cpu_seconds']} s, the rest in "
         f"the parser pool).",
-        f"- **Peak RSS of the import: {r['peak_rss_mb']} MB** (main process {r['main_peak_rss_mb']} MB by wait4; "
-        f"with its parser processes {r['tree_peak_rss_mb']} MB, the sum of their PSS sampled every 20 ms); target < 300 MB: "
+        f"- **Peak RSS of the import: {r['peak_rss_mb']} MB**, the worse of both runs (main process "
+        f"{r['main_peak_rss_mb']} MB by wait4; with its parser processes {r['tree_peak_rss_mb']} MB, the sum of "
+        f"their PSS sampled every 20 ms); target < 300 MB: "
         f"**{'met' if ok_rss else 'missed'}**.",
-        f"- Result: {r['summary']}; {r['tickets']:,} tickets, {r['articles']:,} articles "
+        f"- Result of run {r['best_run']}: {r['summary']}; {r['tickets']:,} tickets, {r['articles']:,} articles "
         f"({r['bodies_pending']} bodies still pending), {r['attachments']:,} attachments, "
         f"{r['failures']} import failures, exit code {r['exit_code']}.",
     ]

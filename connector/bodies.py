@@ -11,23 +11,24 @@ import collections
 import logging
 from typing import Callable, Iterable
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import case, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from . import parsing, tickets
 from .blobs import BlobFiles
-from .db import Database, small_page_cache
+from .db import Database
 from .mail.parse import ParsedMail
 from .models import Article, Attachment, Blob
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 50
+_PENDING = Article.body_pending == true()  # this exact term is what lets SQLite use the partial index
 
 
 def pending_ids(session: Session, account_ids: Iterable[int] | None = None, limit: int = BATCH_SIZE,
                 after: int = 0) -> list[int]:
     """Articles still to extract, oldest first, with ids above `after` (the partial index answers this)."""
-    query = select(Article.id).where(Article.body_pending.is_(True), Article.id > after)
+    query = select(Article.id).where(_PENDING, Article.id > after)
     if account_ids is not None:
         query = query.where(Article.account_id.in_(list(account_ids)))
     return list(session.scalars(query.order_by(Article.id).limit(limit)))
@@ -37,7 +38,7 @@ def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes
     rows = session.execute(select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
                                   case((Blob.pack.is_(None), Blob.data), else_=None))
                            .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
-                           .where(Article.id.in_(article_ids), Article.body_pending.is_(True))
+                           .where(Article.id.in_(article_ids), _PENDING)
                            .order_by(Article.id)).all()
     files = BlobFiles.for_bind(session.get_bind()) if any(row[2] for row in rows) else None
     return [(article_id, data if pack is None else
@@ -71,7 +72,7 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
                     if parsed is None else f"the body could not be extracted ({parsed}): download the original")
             log.warning("article %s: %s", article_id, note)
             values = dict(body_text="", body_html=None, notes=note)
-        claimed = conn.execute(update(Article).where(Article.id == article_id, Article.body_pending.is_(True))
+        claimed = conn.execute(update(Article).where(Article.id == article_id, _PENDING)
                                .values(body_pending=False, **values)).rowcount
         if claimed != 1:
             continue  # extracted meanwhile by someone else
@@ -114,7 +115,7 @@ def extract_pending(db: Database, *, max_size: int, account_ids: Iterable[int] |
     done = 0
     after = 0  # ids are taken in order: a batch being parsed is not read again
     in_pool: collections.deque = collections.deque()
-    with db.sessionmaker() as session, small_page_cache(session):
+    with db.bulk_session() as session:
         while not should_stop():
             ids = pending_ids(session, account_ids, batch_size, after=after)
             if ids:

@@ -59,6 +59,30 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def bulk_session(self, cache_megabytes: int = 8) -> Iterator[Session]:
+        """A session on a connection of its own with a smaller SQLite page cache, for a long bulk job.
+
+        The default cache (64 MB a connection, see `_sqlite_pragmas`) is sized for searches over a
+        large history; a job that mostly appends, like extracting bodies after an import, gains
+        nothing from it but memory. The connection is the session's for the whole job (a pooled
+        session may get another connection after each commit), and gets its cache back afterwards.
+        """
+        with self.engine.connect() as connection:
+            before = None
+            if self.is_sqlite:
+                before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+                connection.exec_driver_sql(f"PRAGMA cache_size=-{int(cache_megabytes) * 1024}")
+                connection.commit()
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session:
+                    yield session
+            finally:
+                if before is not None:
+                    connection.rollback()
+                    connection.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+                    connection.commit()
+
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest Alembic revision."""
         from alembic import command
@@ -73,27 +97,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-@contextmanager
-def small_page_cache(session: Session, megabytes: int = 8) -> Iterator[None]:
-    """SQLite: a smaller page cache for this session's connection while a bulk job runs.
-
-    The default (64 MB a connection, below) is sized for searches over a large history; a job that
-    mostly appends, like extracting bodies after an import, gains nothing from it but memory.
-    """
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        yield
-        return
-    before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
-    connection.exec_driver_sql(f"PRAGMA cache_size=-{int(megabytes) * 1024}")
-    try:
-        yield
-    finally:
-        session.rollback()  # whatever the job left open (it commits its own work)
-        session.connection().exec_driver_sql(f"PRAGMA cache_size={int(before)}")
-        session.commit()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

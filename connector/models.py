@@ -212,7 +212,7 @@ class Article(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "message_id", name="uq_articles_account_message"),
         Index("ix_articles_message_id", "message_id"),
-        Index("ix_articles_body_pending", "id", sqlite_where=text("body_pending"),
+        Index("ix_articles_body_pending", "id", sqlite_where=text("body_pending = 1"),
               postgresql_where=text("body_pending")),
     )
 

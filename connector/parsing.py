@@ -83,6 +83,15 @@ def pool():
         return _pool
 
 
+def warm_up() -> None:
+    """Start the pool's processes now (they start on first use otherwise), e.g. while a big import
+    fetches its first batch."""
+    executor = pool()
+    if executor is not None:
+        for _ in range(POOL_SIZE):
+            executor.submit(_headers_all, [])
+
+
 def reset_pool(wait: bool = False) -> None:
     global _pool
     with _pool_lock:

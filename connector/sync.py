@@ -159,6 +159,8 @@ class AccountSync:
         if not uids:
             return result
         batch_size = max(1, self.rt.settings.mail.fetch_batch_size)
+        if min(batch_size, len(uids)) >= DEFER_BODIES_FROM:
+            parsing.warm_up()  # a backlog: the parser processes start while the first batch is fetched
         account.sync_total, account.sync_done = len(uids), 0
         session.commit()
         blocked = False  # a mail to retry stops last_uid from moving past it

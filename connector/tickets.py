@@ -205,17 +205,11 @@ def ingest_batch(session: Session, account: Account,
     # -- writes ------------------------------------------------------------------------------------------
     store_blobs(conn, blobs, packed_blobs)
     new_tickets = list(new_by_number.values())
-    if new_tickets:
-        rows = conn.execute(insert(Ticket).returning(Ticket.id, sort_by_parameter_order=True),
-                            [t.values for t in new_tickets]).all()
-        for new, row in zip(new_tickets, rows):
-            new.id = row[0]
+    for new, ticket_id in zip(new_tickets, _insert_all(conn, Ticket, [t.values for t in new_tickets])):
+        new.id = ticket_id
     for _, ticket, values, _ in pending:
         values["ticket_id"] = ticket.id if isinstance(ticket, _NewTicket) else ticket
-    article_ids: list[int] = []
-    if pending:
-        article_ids = [row[0] for row in conn.execute(
-            insert(Article).returning(Article.id, sort_by_parameter_order=True), [p[2] for p in pending]).all()]
+    article_ids = _insert_all(conn, Article, [p[2] for p in pending])
     attachment_rows = [dict(a, article_id=article_id)
                        for article_id, (_, _, _, attachments) in zip(article_ids, pending) for a in attachments]
     if attachment_rows:
@@ -234,6 +228,24 @@ def ingest_batch(session: Session, account: Account,
     article_of = {values["message_id"]: article_id for (_, _, values, _), article_id in zip(pending, article_ids)}
     return [r if r is not None else Ingested("duplicate", article_id=article_of.get(message_ids[i]))
             for i, r in enumerate(results)]
+
+
+def _insert_all(conn, model, rows: list[dict]) -> list[int]:
+    """Insert rows; their new ids, in row order.
+
+    SQLite: the ids are set here, consecutive after the current maximum (safe: every transaction
+    holds the write lock from its BEGIN IMMEDIATE, see db.py), so the rows go in as one executemany.
+    INSERT ... RETURNING in row order would cost SQLite one statement per row, a third of the
+    import's time in this function. Elsewhere: INSERT ... RETURNING in row order.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name == "sqlite":
+        first = (conn.execute(select(func.max(model.id))).scalar() or 0) + 1
+        ids = list(range(first, first + len(rows)))
+        conn.execute(insert(model), [dict(row, id=new_id) for row, new_id in zip(rows, ids)])
+        return ids
+    return [row[0] for row in conn.execute(insert(model).returning(model.id, sort_by_parameter_order=True), rows)]
 
 
 def _lookup(conn, query, column, values: set, *where, chunk: int = 500):

@@ -92,3 +92,24 @@ def test_a_mail_over_the_size_limit_keeps_a_note_instead_of_a_body(rt):
     with rt.db.session() as session:
         article = session.scalar(select(Article))
         assert article.body_text == "" and "exceeds" in article.notes
+
+
+def test_finding_pending_articles_uses_the_partial_index(rt):
+    from sqlalchemy.dialects import sqlite
+
+    query = select(Article.id).where(bodies._PENDING, Article.id > 0).order_by(Article.id).limit(50)
+    sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    assert "body_pending = 1" in sql
+    with rt.db.session() as session:
+        plan = " ".join(row[3] for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_articles_body_pending" in plan
+
+
+def test_a_bulk_session_keeps_one_connection_with_a_small_cache(rt):
+    with rt.db.bulk_session() as session:
+        first = session.connection().connection.dbapi_connection
+        assert session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == -8192
+        session.commit()
+        assert session.connection().connection.dbapi_connection is first  # still the same after a commit
+        assert session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == -8192
+    assert first.execute("PRAGMA cache_size").fetchone()[0] == -65536  # given back to the pool as it was

@@ -48,6 +48,7 @@ def test_import_benchmark_produces_figures(tmp_path):
     _corpus()
     r = _figures("import", tmp_path)
     assert r["exit_code"] == 0 and r["articles"] == r["messages"] and r["failures"] == 0
+    assert r["all_articles"] == [r["messages"]] * 2 and len(r["import_runs"]) == 2
     assert r["bodies_pending"] == 0 and r["attachments"] > 0  # the tiny mailbox is one backlog: extracted after
     assert r["tickets_seconds"] <= r["import_seconds"]
     assert all(_number(r[k]) and r[k] > 0 for k in ("raw_seconds", "tickets_seconds", "tickets_ratio", "import_seconds",
