@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -165,29 +166,46 @@ class AccountSync:
         session.commit()
         blocked = False  # a mail to retry stops last_uid from moving past it
         batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
-        fetcher = _Fetcher(mailbox, batches, self._prepare, self._after_import_of(account))
+        writer = ThreadPoolExecutor(1, thread_name_prefix=f"{threading.current_thread().name}-packs") \
+            if self.files is not None else None
+        fetcher = _Fetcher(mailbox, batches, lambda fetched: self._prepare(fetched, writer),
+                           self._after_import_of(account))
         fetcher.start()
         try:
             for batch, parse in fetcher.parsed_batches():
                 blocked = self._store(session, account, batch, parse, result, blocked, len(uids), fetcher.actions)
         finally:
             fetcher.finish()
+            if writer is not None:
+                writer.shutdown(wait=True)
         return result
 
     # -- parsing and storing a batch ----------------------------------------------------------------------
-    def _prepare(self, fetched: list[tuple[int, bytes]]):
-        """In the fetching thread: write the raw mails to a pack file (SQLite, see blobs.py) and start
-        parsing, headers only for a backlog, whole mails otherwise (see the module doc).
+    def _prepare(self, fetched: list[tuple[int, bytes]], writer: ThreadPoolExecutor | None):
+        """In the fetching thread: start parsing (headers only for a backlog, whole mails otherwise; see
+        the module doc) and writing the raw mails to a pack file (SQLite, see blobs.py). The pack is
+        written and fsynced by `writer` while the next batch is fetched; the storing side waits for it
+        before it commits anything that points into it.
 
         Returns a callable that gives [(uid, raw, ParsedMail or MailHeaders or the exception parsing
         raised, where the raw mail is in a pack or None)].
         """
         collect, _ = parsing.start([raw for _, raw in fetched], headers_only=len(fetched) >= DEFER_BODIES_FROM,
-                                   max_size=self.rt.settings.mail.max_message_bytes)  # the pool parses meanwhile
-        packed: list = [None] * len(fetched)
-        if self.files is not None and fetched:
-            packed = self.files.write_pack([raw for _, raw in fetched])
-        return lambda: [(uid, raw, parsed, where) for (uid, raw), parsed, where in zip(fetched, collect(), packed)]
+                                   max_size=self.rt.settings.mail.max_message_bytes)
+        written = writer.submit(self.files.write_pack, [raw for _, raw in fetched]) \
+            if writer is not None and fetched else None
+
+        def results():
+            packed: list = [None] * len(fetched)
+            if written is not None:
+                try:
+                    packed = written.result()
+                except OSError as exc:
+                    raise SyncError(f"Could not store mail in {self.files.root}: {exc.strerror or exc}. Free disk "
+                                    "space or fix the folder's permissions; the import resumes where it stopped.",
+                                    retry_after=60) from None
+            return [(uid, raw, parsed, where) for (uid, raw), parsed, where in zip(fetched, collect(), packed)]
+        return results
 
     def _store(self, session: Session, account: Account, batch: list[int], parsed_batch, result: PassResult,
                blocked: bool, total: int, actions: "queue.SimpleQueue[list[int]]") -> bool:

@@ -170,3 +170,26 @@ def test_the_worker_extracts_a_backlog_in_the_background(mail_app, org, ca, agen
         worker.stop(wait=True, timeout=10)
     with rt.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Attachment)) == 1
+
+
+def test_a_full_disk_stops_the_pass_with_a_reason_and_loses_nothing(mail_app, org, ca, agent, dovecot, mocker):
+    import pytest
+
+    from connector.sync import AccountSync, SyncError
+
+    account_id, address = connect(mail_app, org, ca, agent)
+    dovecot.deliver(address, make_mail(to=address, subject="Kept for later", body="Still here."))
+    rt = mail_app.extensions["connector"]
+    mocker.patch.object(BlobFiles, "write_pack", side_effect=OSError(28, "No space left on device"))
+    sync = AccountSync(rt, account_id)
+    try:
+        with pytest.raises(SyncError) as failure:
+            sync.run_pass()
+    finally:
+        sync.close()
+    assert "Could not store mail in" in str(failure.value) and "No space left on device" in str(failure.value)
+    assert "Free disk space" in str(failure.value) and failure.value.retry_after == 60
+    with rt.db.session() as session:
+        assert session.get(Account, account_id).last_uid == 0
+    mocker.stopall()
+    assert run_pass(mail_app, account_id).imported == 1
