@@ -11,7 +11,7 @@ import collections
 import logging
 from typing import Callable, Iterable
 
-from sqlalchemy import case, insert, select, true, update
+from sqlalchemy import case, select, true, update
 from sqlalchemy.orm import Session
 
 from . import parsing, tickets
@@ -81,8 +81,7 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
             attachment_rows.extend(dict(row, article_id=article_id)
                                    for row in tickets.attachment_values(parsed.attachments, blobs))
     tickets.store_blobs(conn, blobs)
-    if attachment_rows:
-        conn.execute(insert(Attachment), attachment_rows)
+    tickets.insert_rows(conn, Attachment, attachment_rows)
     return done
 
 

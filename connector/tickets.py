@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sqlite3
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 TAG_RE = re.compile(r"\[#(\d{1,12})\]")
 FIRST_NUMBER = 10001
 PAGE_SIZE = 50
+SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # bound parameters a statement
 
 
 def ticket_tag(number: int) -> str:
@@ -51,8 +53,7 @@ def store_blobs(conn, blobs: dict[str, bytes], packed: dict[str, Packed] | None 
                    for d, b in blobs.items() if d not in stored]
         missing += [dict(sha256=d, size=p.size, data=b"", pack=p.pack, pack_offset=p.offset)
                     for d, p in packed.items() if d not in stored and d not in blobs]
-        if missing:
-            conn.execute(insert(Blob), missing)
+        insert_rows(conn, Blob, missing)
 
 
 def attachment_values(parts: list[Part], blobs: dict[str, bytes]) -> list[dict]:
@@ -204,26 +205,29 @@ def ingest_batch(session: Session, account: Account,
         results.append(Ingested(outcome))
     # -- writes ------------------------------------------------------------------------------------------
     store_blobs(conn, blobs, packed_blobs)
+    added: dict[object, int] = {}  # ticket id or _NewTicket -> articles this batch adds to it
+    for _, ticket, _, _ in pending:
+        added[ticket] = added.get(ticket, 0) + 1
     new_tickets = list(new_by_number.values())
+    for new in new_tickets:  # inserted with their final counts: no UPDATE of tickets opened by this batch
+        new.values["article_count"] = added[new]
     for new, ticket_id in zip(new_tickets, _insert_all(conn, Ticket, [t.values for t in new_tickets])):
         new.id = ticket_id
     for _, ticket, values, _ in pending:
         values["ticket_id"] = ticket.id if isinstance(ticket, _NewTicket) else ticket
     article_ids = _insert_all(conn, Article, [p[2] for p in pending])
-    attachment_rows = [dict(a, article_id=article_id)
-                       for article_id, (_, _, _, attachments) in zip(article_ids, pending) for a in attachments]
-    if attachment_rows:
-        conn.execute(insert(Attachment), attachment_rows)
-    added: dict[int, int] = {}
+    insert_rows(conn, Attachment, [dict(a, article_id=article_id)
+                                   for article_id, (_, _, _, attachments) in zip(article_ids, pending)
+                                   for a in attachments])
     for (index, _, values, _), article_id in zip(pending, article_ids):
-        added[values["ticket_id"]] = added.get(values["ticket_id"], 0) + 1
         results[index] = Ingested(results[index].outcome, values["ticket_id"], article_id)
-    if added:
+    followed = {tid: n for tid, n in added.items() if not isinstance(tid, _NewTicket)}
+    if followed:
         conn.execute(update(Ticket).where(Ticket.id == bindparam("tid"))
                      .values(article_count=Ticket.article_count + bindparam("n"), updated_at=now,
                              status=bindparam("new_status")),
-                     [dict(tid=tid, n=n, new_status=statuses.get(tid, "open")) for tid, n in added.items()])
-    for ticket in [o for o in session.identity_map.values() if isinstance(o, Ticket) and o.id in added]:
+                     [dict(tid=tid, n=n, new_status=statuses.get(tid, "open")) for tid, n in followed.items()])
+    for ticket in [o for o in session.identity_map.values() if isinstance(o, Ticket) and o.id in followed]:
         session.expire(ticket)  # written behind the ORM's back (its counters, status and articles)
     article_of = {values["message_id"]: article_id for (_, _, values, _), article_id in zip(pending, article_ids)}
     return [r if r is not None else Ingested("duplicate", article_id=article_of.get(message_ids[i]))
@@ -234,18 +238,57 @@ def _insert_all(conn, model, rows: list[dict]) -> list[int]:
     """Insert rows; their new ids, in row order.
 
     SQLite: the ids are set here, consecutive after the current maximum (safe: every transaction
-    holds the write lock from its BEGIN IMMEDIATE, see db.py), so the rows go in as one executemany.
-    INSERT ... RETURNING in row order would cost SQLite one statement per row, a third of the
-    import's time in this function. Elsewhere: INSERT ... RETURNING in row order.
+    holds the write lock from its BEGIN IMMEDIATE, see db.py), so the rows go in with `insert_rows`.
+    INSERT ... RETURNING in row order would cost SQLite one statement per row. Elsewhere:
+    INSERT ... RETURNING in row order.
     """
     if not rows:
         return []
     if conn.dialect.name == "sqlite":
         first = (conn.execute(select(func.max(model.id))).scalar() or 0) + 1
         ids = list(range(first, first + len(rows)))
-        conn.execute(insert(model), [dict(row, id=new_id) for row, new_id in zip(rows, ids)])
+        insert_rows(conn, model, [dict(row, id=new_id) for row, new_id in zip(rows, ids)])
         return ids
     return [row[0] for row in conn.execute(insert(model).returning(model.id, sort_by_parameter_order=True), rows)]
+
+
+def insert_rows(conn, model, rows: list[dict]) -> None:
+    """Insert rows (all with the same keys; other columns take their defaults), returning nothing.
+
+    SQLite: one multi-row INSERT ... VALUES per chunk of rows, so that one statement step writes
+    the chunk. An executemany steps once per row, and the sqlite3 module gives up the GIL around
+    every step: while the sync's fetching thread runs Python, each step then waits to get the GIL
+    back, which measured here at more than half of the import's time. The statement text is built
+    here because SQLAlchemy's multi-row `values()` costs milliseconds of compiling per batch; the
+    parameters still go through each column type's bind processor. Elsewhere: executemany.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(model), rows)
+        return
+    table = model.__table__
+    given = list(rows[0])
+    defaults = {}  # Python-side defaults of the columns not given, as SQLAlchemy would apply them
+    for column in table.columns:
+        if column.name in rows[0] or column.default is None:
+            continue
+        if not (column.default.is_scalar or column.default.is_callable):
+            conn.execute(insert(model), rows)  # a SQL expression default: let SQLAlchemy render it
+            return
+        defaults[column.name] = column.default.arg(None) if column.default.is_callable else column.default.arg
+    columns = [table.c[name] for name in given + list(defaults)]
+    processors = [column.type._cached_bind_processor(conn.dialect) for column in columns]
+    quote = conn.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) VALUES "
+    one = "(" + ", ".join(["?"] * len(columns)) + ")"
+    fixed = list(defaults.values())
+    chunk = max(1, SQLITE_MAX_VARIABLES // len(columns))
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        values = [value if process is None else process(value)
+                  for row in part for process, value in zip(processors, [row[name] for name in given] + fixed)]
+        conn.exec_driver_sql(head + ", ".join([one] * len(part)), tuple(values))
 
 
 def _lookup(conn, query, column, values: set, *where, chunk: int = 500):

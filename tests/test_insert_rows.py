@@ -1,0 +1,80 @@
+"""`tickets.insert_rows` (one multi-row INSERT per chunk on SQLite) stores exactly what SQLAlchemy's
+own insert stores: the same values through the same column types, the same defaults, every chunk."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import insert, select
+
+from connector import tickets
+from connector.models import Account, Article, Blob, Ticket
+
+
+def _ticket(session, account_id: int) -> int:
+    ticket = Ticket(number=10001, account_id=account_id, subject="Printer")
+    session.add(ticket)
+    session.flush()
+    return ticket.id
+
+
+def _rows(account_id: int, ticket_id: int, start: int, count: int) -> list[dict]:
+    return [dict(account_id=account_id, ticket_id=ticket_id, direction="in", message_id=f"<m{i}@x>",
+                 references="<a@x> <b@x>", subject=f"Printer {i} jams", body_text="It says 'ERR-7' again.",
+                 body_html=None if i % 2 else "<p>It says</p>", is_auto=bool(i % 3 == 0), body_pending=i % 2 == 0,
+                 date=datetime(2026, 11, 30, 8, 15, 0, 0 if i % 2 else 123456), size=1000 + i, imap_uid=i)
+            for i in range(start, start + count)]
+
+
+def _stored(session, account_id: int) -> list[tuple]:
+    """Every column but the ids and the creation time, as SQLAlchemy reads it and as SQLite holds it."""
+    columns = [c for c in Article.__table__.columns if c.name not in ("id", "account_id", "ticket_id", "created_at")]
+    typed = session.execute(select(*columns).where(Article.account_id == account_id).order_by(Article.message_id))
+    quoted = ", ".join(f'quote("{c.name}")' for c in columns)
+    stored = session.connection().exec_driver_sql(
+        f"SELECT {quoted} FROM articles WHERE account_id = ? ORDER BY message_id", (account_id,))
+    return list(zip(map(tuple, typed), map(tuple, stored)))
+
+
+def test_the_same_rows_as_sqlalchemy_insert(rt):
+    with rt.db.session() as session:
+        mine, theirs = Account(address="mine@x.test"), Account(address="theirs@x.test")
+        session.add_all([mine, theirs])
+        session.flush()
+        conn = session.connection()
+        tickets.insert_rows(conn, Article, _rows(mine.id, _ticket(session, mine.id), 0, 7))
+        other_ticket = Ticket(number=10002, account_id=theirs.id, subject="Printer")
+        session.add(other_ticket)
+        session.flush()
+        conn.execute(insert(Article), _rows(theirs.id, other_ticket.id, 0, 7))
+        assert _stored(session, mine.id) == _stored(session, theirs.id)
+        created = session.scalars(select(Article.created_at).where(Article.account_id == mine.id)).all()
+        assert all(isinstance(value, datetime) for value in created)  # the Python-side default was applied
+        reloaded = session.scalars(select(Article).where(Article.account_id == mine.id)
+                                   .order_by(Article.message_id)).all()
+        assert [a.date.microsecond for a in reloaded] == [123456, 0, 123456, 0, 123456, 0, 123456]
+        assert [a.body_pending for a in reloaded] == [True, False, True, False, True, False, True]
+        assert reloaded[0].notes == "" and reloaded[0].references == "<a@x> <b@x>"  # default; reserved word
+
+
+def test_rows_beyond_one_statement_go_in_chunks_in_order(rt, monkeypatch):
+    monkeypatch.setattr(tickets, "SQLITE_MAX_VARIABLES", 40)  # 12 columns: 3 rows a statement
+    with rt.db.session() as session:
+        account = Account(address="desk@x.test")
+        session.add(account)
+        session.flush()
+        rows = _rows(account.id, _ticket(session, account.id), 0, 11)
+        tickets.insert_rows(session.connection(), Article, [dict(row, id=500 + i) for i, row in enumerate(rows)])
+        stored = session.execute(select(Article.id, Article.message_id).order_by(Article.id)).all()
+        assert stored == [(500 + i, f"<m{i}@x>") for i in range(11)]
+
+
+def test_bytes_and_the_search_index(rt):
+    with rt.db.session() as session:
+        account = Account(address="desk@x.test")
+        session.add(account)
+        session.flush()
+        tickets.insert_rows(session.connection(), Blob, [dict(sha256="ab" * 32, size=3, data=b"\x00\xff\n")])
+        tickets.insert_rows(session.connection(), Article, _rows(account.id, _ticket(session, account.id), 0, 2))
+        assert session.get(Blob, "ab" * 32).data == b"\x00\xff\n"
+        found = session.execute(tickets.text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH 'jams'")).all()
+        assert len(found) == 2  # the FTS triggers ran for every row of the multi-row INSERT
