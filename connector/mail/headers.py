@@ -228,10 +228,12 @@ def parse_address_list(text: str | None) -> list[tuple[str, str]]:
             return f"\ue000{len(words) - 1}\ue001"
 
         text = _WORD_RE.sub(hold, text)
-    try:
-        pairs = getaddresses([text])
-    except Exception:  # noqa: BLE001 - stdlib parser on hostile input; degrade to nothing
-        return []
+    pairs = simple_addresses(text)
+    if pairs is None:
+        try:
+            pairs = getaddresses([text])
+        except Exception:  # noqa: BLE001 - stdlib parser on hostile input; degrade to nothing
+            return []
     out: list[tuple[str, str]] = []
     for name, addr in pairs:
         if words:
@@ -245,6 +247,33 @@ def parse_address_list(text: str | None) -> list[tuple[str, str]]:
             name = name[1:-1].strip()
         out.append((addr, name))
     return out
+
+
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_ADDR_SPEC = f"{_DOT_ATOM}@{_DOT_ATOM}"
+_PHRASE_ATOM = r"[^\s\"(),:;<>@\[\]\\]+"  # what the stdlib reads as one word of a display name
+_SIMPLE_ENTRY = (rf'[ \t]*(?:({_ADDR_SPEC})|(?:"([^"\\\r\n]*)"|({_PHRASE_ATOM}(?:[ \t]+{_PHRASE_ATOM})*))?'
+                 rf'[ \t]*<({_ADDR_SPEC})>)[ \t]*')
+_SIMPLE_LIST_RE = re.compile(rf"{_SIMPLE_ENTRY}(?:,{_SIMPLE_ENTRY})*")
+_SIMPLE_ENTRY_RE = re.compile(_SIMPLE_ENTRY)
+
+
+def simple_addresses(text: str) -> list[tuple[str, str]] | None:
+    """``getaddresses([text])`` for the forms nearly all mail uses (``a@b``, ``Name <a@b>``,
+    ``"Name, Q." <a@b>``, comma-separated), or None for anything else, which the stdlib then reads.
+
+    The stdlib's address parser walks the text character by character in Python and was a third of
+    the header parsing of a big import; tests check that both give the same pairs.
+    """
+    if not _SIMPLE_LIST_RE.fullmatch(text):
+        return None
+    pairs = []
+    for bare, quoted, words, bracketed in _SIMPLE_ENTRY_RE.findall(text):
+        if bare:
+            pairs.append(("", bare))
+        else:
+            pairs.append((quoted if quoted else " ".join(words.split()), bracketed))
+    return pairs
 
 
 _MSGID_RE = re.compile(r"<([^<>]*)>")
