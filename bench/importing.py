@@ -24,7 +24,7 @@ when the process exits (bodies and attachments extracted from the stored raw mai
 search finds them). Wall times include interpreter start and the login; a second `sync --once`
 with nothing new measures that fixed part, which is reported and subtracted for the net rates.
 Peak RSS is the child's own `ru_maxrss` from wait4(), and the sum of the PSS of it and its parser
-processes sampled every 20 ms; the larger is reported.
+processes sampled every 100 ms; the larger is reported.
 """
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ def report(r: dict) -> list[str]:
         f"the parser pool).",
         f"- **Peak RSS of the import: {r['peak_rss_mb']} MB**, the worse of both runs (main process "
         f"{r['main_peak_rss_mb']} MB by wait4; with its parser processes {r['tree_peak_rss_mb']} MB, the sum of "
-        f"their PSS sampled every 20 ms); target < 300 MB: "
+        f"their PSS sampled every 100 ms); target < 300 MB: "
         f"**{'met' if ok_rss else 'missed'}**.",
         f"- Result of run {r['best_run']}: {r['summary']}; {r['tickets']:,} tickets, {r['articles']:,} articles "
         f"({r['bodies_pending']} bodies still pending), {r['attachments']:,} attachments, "
