@@ -11,7 +11,7 @@ import collections
 import logging
 from typing import Callable, Iterable
 
-from sqlalchemy import case, select, true, update
+from sqlalchemy import bindparam, case, select, true, update
 from sqlalchemy.orm import Session
 
 from . import parsing, tickets
@@ -59,30 +59,40 @@ def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int):
 
 
 def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | None]]) -> int:
-    """Write what was extracted, for the articles still pending; returns how many this call stored."""
+    """Write what was extracted, for the articles still pending; returns how many this call stored.
+
+    The articles are claimed first, all with one conditional UPDATE ... RETURNING: the rows it
+    returns are this transaction's (SQLite's write lock, PostgreSQL's row locks), so a racing
+    extractor claims none of them and stores no attachment twice. Their texts then go in with one
+    statement run for every row.
+    """
     conn = session.connection()
+    claimed = set(conn.scalars(update(Article).where(Article.id.in_([article_id for article_id, _ in results]),
+                                                     _PENDING)
+                               .values(body_pending=False).returning(Article.id)))
     blobs: dict[str, bytes] = {}
     attachment_rows: list[dict] = []
-    done = 0
+    texts: list[dict] = []
     for article_id, parsed in results:
+        if article_id not in claimed:
+            continue  # extracted meanwhile by someone else
         if isinstance(parsed, ParsedMail):
-            values = dict(body_text=parsed.body_text, body_html=parsed.body_html, notes="\n".join(parsed.notes))
+            texts.append(dict(article=article_id, text=parsed.body_text, html=parsed.body_html,
+                              note="\n".join(parsed.notes)))
+            attachment_rows.extend(dict(row, article_id=article_id)
+                                   for row in tickets.attachment_values(parsed.attachments, blobs))
         else:
             note = ("the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
                     if parsed is None else f"the body could not be extracted ({parsed}): download the original")
             log.warning("article %s: %s", article_id, note)
-            values = dict(body_text="", body_html=None, notes=note)
-        claimed = conn.execute(update(Article).where(Article.id == article_id, _PENDING)
-                               .values(body_pending=False, **values)).rowcount
-        if claimed != 1:
-            continue  # extracted meanwhile by someone else
-        done += 1
-        if isinstance(parsed, ParsedMail):
-            attachment_rows.extend(dict(row, article_id=article_id)
-                                   for row in tickets.attachment_values(parsed.attachments, blobs))
+            texts.append(dict(article=article_id, text="", html=None, note=note))
+    if texts:
+        conn.execute(update(Article).where(Article.id == bindparam("article"))
+                     .values(body_text=bindparam("text"), body_html=bindparam("html"), notes=bindparam("note")),
+                     texts)
     tickets.store_blobs(conn, blobs)
     tickets.insert_rows(conn, Attachment, attachment_rows)
-    return done
+    return len(claimed)
 
 
 def extract(session: Session, article_ids: list[int], *, max_size: int) -> int:
