@@ -29,6 +29,33 @@ def test_a_pack_gives_back_each_blob_byte_for_byte(tmp_path):
     assert oct(files.path(placed[0].pack).stat().st_mode & 0o777) == "0o600"
 
 
+def test_short_writes_are_continued_where_they_stopped(tmp_path, mocker):
+    """writev may write less than asked (a signal, a full pipe, a disk quota): the rest follows, in order."""
+    real = os.writev
+    calls = []
+
+    def short(fd, buffers):
+        calls.append(len(buffers))
+        return real(fd, [bytes(buffers[0][:7])])  # at most 7 bytes of the first buffer each time
+
+    mocker.patch("connector.blobs.os.writev", side_effect=short)
+    files = BlobFiles(tmp_path / "blobs")
+    items = [b"first mail\r\n", b"", b"\x00\xff" * 20, b"last"]
+    placed = files.write_pack(items)
+    assert files.path(placed[0].pack).read_bytes() == b"".join(items)
+    assert len(calls) == 2 + 6 + 1  # 12, 40 and 4 bytes in pieces of 7
+
+
+def test_more_blobs_than_one_writev_takes(tmp_path, monkeypatch):
+    sysconf = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 3 if name == "SC_IOV_MAX" else sysconf(name))
+    files = BlobFiles(tmp_path / "blobs")
+    items = [f"mail {i}\n".encode() for i in range(10)]
+    placed = files.write_pack(items)
+    assert files.path(placed[0].pack).read_bytes() == b"".join(items)
+    assert [files.read(p.pack, p.offset, p.size, p.sha256) for p in placed] == items
+
+
 def test_damaged_or_missing_packs_read_as_none(tmp_path):
     files = BlobFiles(tmp_path / "blobs")
     (where,) = files.write_pack([b"precious"])
