@@ -35,6 +35,7 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 DEFER_BODIES_FROM = 32  # mails in one fetched batch: from this many, headers now and bodies afterwards
+PACK_WRITERS = 2  # pack files written at once: one fsync waits on the disk while the next pack is written
 
 
 class SyncError(Exception):
@@ -166,7 +167,7 @@ class AccountSync:
         session.commit()
         blocked = False  # a mail to retry stops last_uid from moving past it
         batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
-        writer = ThreadPoolExecutor(1, thread_name_prefix=f"{threading.current_thread().name}-packs") \
+        writer = ThreadPoolExecutor(PACK_WRITERS, thread_name_prefix=f"{threading.current_thread().name}-packs") \
             if self.files is not None else None
         fetcher = _Fetcher(mailbox, batches, lambda fetched: self._prepare(fetched, writer),
                            self._after_import_of(account))
