@@ -260,7 +260,8 @@ def insert_rows(conn, model, rows: list[dict]) -> None:
     every step: while the sync's fetching thread runs Python, each step then waits to get the GIL
     back, which measured here at more than half of the import's time. The statement text is built
     here because SQLAlchemy's multi-row `values()` costs milliseconds of compiling per batch; the
-    parameters still go through each column type's bind processor. Elsewhere: executemany.
+    parameters still go through each column type's bind processor for this dialect (SQLAlchemy's own
+    `DateTime` alone would let sqlite3 write another text form). Elsewhere: executemany.
     """
     if not rows:
         return
@@ -278,7 +279,7 @@ def insert_rows(conn, model, rows: list[dict]) -> None:
             return
         defaults[column.name] = column.default.arg(None) if column.default.is_callable else column.default.arg
     columns = [table.c[name] for name in given + list(defaults)]
-    processors = [column.type._cached_bind_processor(conn.dialect) for column in columns]
+    processors = [column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for column in columns]
     quote = conn.dialect.identifier_preparer.quote
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) VALUES "
     one = "(" + ", ".join(["?"] * len(columns)) + ")"
