@@ -7,9 +7,10 @@ quarantined with its raw bytes so the sync moves on.
 
 Speed, for a big first import: a fetching thread (`_Fetcher`) fetches batch n+1 and hands it to
 the parser pool and to the pack writers (SQLite: raw mail goes to pack files, see blobs.py) while
-this thread stores batch n; each batch is committed once its pack is durable. A backlog (a batch of `DEFER_BODIES_FROM` mails or more) is parsed for its headers
-only, which is enough to dedup, thread and open tickets; body and attachments are extracted from
-the stored raw mail afterwards (bodies.py). New mail arrives in small batches and is parsed whole.
+this thread stores batch n; each batch is committed once its pack is durable. A backlog (a batch
+of `DEFER_BODIES_FROM` mails or more) is parsed for its headers only, which is enough to dedup,
+thread and open tickets; body and attachments are extracted from the stored raw mail afterwards
+(bodies.py). New mail arrives in small batches and is parsed whole.
 """
 from __future__ import annotations
 

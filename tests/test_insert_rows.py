@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select, text
 
 from connector import tickets
 from connector.models import Account, Article, Blob, Ticket
@@ -57,7 +57,12 @@ def test_the_same_rows_as_sqlalchemy_insert(rt):
 
 
 def test_rows_beyond_one_statement_go_in_chunks_in_order(rt, monkeypatch):
-    monkeypatch.setattr(tickets, "SQLITE_MAX_VARIABLES", 40)  # 12 columns: 3 rows a statement
+    # 14 columns given and 8 defaulted: 22 parameters a row, so 70 of them allow 3 rows a statement
+    monkeypatch.setattr(tickets, "SQLITE_MAX_VARIABLES", 70)
+    statements = []
+    event.listen(rt.db.engine, "before_cursor_execute",
+           lambda conn, cursor, sql, params, context, many: statements.append(sql.count("(?"))
+           if sql.startswith('INSERT INTO "articles"') or sql.startswith("INSERT INTO articles") else None)
     with rt.db.session() as session:
         account = Account(address="desk@x.test")
         session.add(account)
@@ -66,6 +71,7 @@ def test_rows_beyond_one_statement_go_in_chunks_in_order(rt, monkeypatch):
         tickets.insert_rows(session.connection(), Article, [dict(row, id=500 + i) for i, row in enumerate(rows)])
         stored = session.execute(select(Article.id, Article.message_id).order_by(Article.id)).all()
         assert stored == [(500 + i, f"<m{i}@x>") for i in range(11)]
+    assert statements == [3, 3, 3, 2]  # rows a statement
 
 
 def test_bytes_and_the_search_index(rt):
@@ -76,5 +82,5 @@ def test_bytes_and_the_search_index(rt):
         tickets.insert_rows(session.connection(), Blob, [dict(sha256="ab" * 32, size=3, data=b"\x00\xff\n")])
         tickets.insert_rows(session.connection(), Article, _rows(account.id, _ticket(session, account.id), 0, 2))
         assert session.get(Blob, "ab" * 32).data == b"\x00\xff\n"
-        found = session.execute(tickets.text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH 'jams'")).all()
+        found = session.execute(text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH 'jams'")).all()
         assert len(found) == 2  # the FTS triggers ran for every row of the multi-row INSERT

@@ -5,12 +5,13 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+import pytest
 from sqlalchemy import func, select
 
 from connector import bodies, users
 from connector.blobs import BlobFiles, read_blob
 from connector.models import Account, Article, Attachment, Blob, Ticket, User
-from connector.sync import DEFER_BODIES_FROM
+from connector.sync import DEFER_BODIES_FROM, AccountSync, SyncError
 from tests.support.app import login
 from tests.support.mail import connect, make_mail, run_pass
 
@@ -173,10 +174,6 @@ def test_the_worker_extracts_a_backlog_in_the_background(mail_app, org, ca, agen
 
 
 def test_a_full_disk_stops_the_pass_with_a_reason_and_loses_nothing(mail_app, org, ca, agent, dovecot, mocker):
-    import pytest
-
-    from connector.sync import AccountSync, SyncError
-
     account_id, address = connect(mail_app, org, ca, agent)
     dovecot.deliver(address, make_mail(to=address, subject="Kept for later", body="Still here."))
     rt = mail_app.extensions["connector"]
