@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask, g, jsonify, render_template, request
@@ -14,6 +15,14 @@ from . import accounts, admin, api, auth, security, tickets
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def templates_folder() -> Path:
+    """The Jinja templates: `templates/` beside the package in a checkout (the design's layout), and
+    inside the package once installed from a wheel (pyproject.toml maps it there)."""
+    installed = PACKAGE_DIR / "templates"
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / "templates"
 
 
 def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | None = None) -> Flask:
@@ -22,8 +31,8 @@ def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | Non
     flask_config = overrides.pop("flask", {})
     runtime = runtime or Runtime.create(overrides)
     settings = runtime.settings
-    app = Flask("connector", template_folder="templates", static_folder="static",
-                root_path=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    app = Flask("connector", template_folder=str(templates_folder()), static_folder="static",
+                root_path=str(PACKAGE_DIR))
     app.config.update(
         SECRET_KEY=flask_secret_key(settings.data_path, settings.app.secret_key),
         SESSION_COOKIE_HTTPONLY=True,
