@@ -24,6 +24,8 @@ class AppSettings:
     secret_key: str = ""
     data_dir: str = "instance"
     max_login_failures: int = 5
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For / -Proto / -Host are believed
+    session_idle_minutes: int = 480  # a sign-in session unused this long is over
 
 
 @dataclass
@@ -40,6 +42,18 @@ class MicrosoftSettings:
     imap_host: str = "outlook.office365.com"
     imap_port: int = 993
     smtp_host: str = "smtp.office365.com"
+    smtp_port: int = 587
+    graph_host: str = "https://graph.microsoft.com"
+
+
+@dataclass
+class GoogleSettings:
+    client_id: str = ""
+    client_secret: str = ""
+    authority: str = "https://accounts.google.com"
+    imap_host: str = "imap.gmail.com"
+    imap_port: int = 993
+    smtp_host: str = "smtp.gmail.com"
     smtp_port: int = 587
 
 
@@ -60,6 +74,7 @@ class WorkerSettings:
 class MailSettings:
     max_message_bytes: int = 36 * 1024 * 1024
     fetch_batch_size: int = 200
+    parse_timeout_seconds: int = 10  # one mail's parse; a mail over it is quarantined and the mailbox moves on
 
 
 @dataclass
@@ -67,6 +82,7 @@ class Settings:
     app: AppSettings = field(default_factory=AppSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     microsoft: MicrosoftSettings = field(default_factory=MicrosoftSettings)
+    google: GoogleSettings = field(default_factory=GoogleSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     mail: MailSettings = field(default_factory=MailSettings)

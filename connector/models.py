@@ -22,6 +22,8 @@ class Base(DeclarativeBase):
 
 ROLES = ("admin", "agent")
 ACCOUNT_STATUSES = ("connected", "needs_reconnect", "error", "disabled")
+PROVIDERS = ("microsoft", "google")
+TRANSPORTS = ("imap", "graph")
 POST_IMPORT_ACTIONS = ("keep", "mark_read", "move", "delete")
 TICKET_STATUSES = ("open", "pending", "closed")
 DELIVERY_STATES = ("queued", "sending", "sent", "failed")
@@ -36,6 +38,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    # Raised by a sign-out or a password change: every session cookie signed with an older value is void.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     __table_args__ = (CheckConstraint(f"role IN {ROLES}", name="ck_users_role"),)
 
@@ -61,6 +65,8 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
@@ -96,7 +102,12 @@ class Account(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     address: Mapped[str] = mapped_column(String(320), unique=True)
     display_name: Mapped[str] = mapped_column(String(255), default="")
+    provider: Mapped[str] = mapped_column(String(16), default="microsoft", server_default="microsoft")
+    transport: Mapped[str] = mapped_column(String(16), default="imap", server_default="imap")
     token_owner: Mapped[str] = mapped_column(String(320), default="")  # the signed-in user (delegate for a shared mailbox)
+    # Who signed in, as the provider identifies them for good: Microsoft's `oid` (with `tenant_id` = `tid`);
+    # names like preferred_username can change hands.
+    token_subject: Mapped[str] = mapped_column(String(255), default="", server_default="")
     tenant_id: Mapped[str] = mapped_column(String(64), default="")
     home_account_id: Mapped[str] = mapped_column(String(255), default="")
     token_cache_enc: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
