@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..crypto import flask_secret_key
 from ..runtime import Runtime, configure_logging
-from . import accounts, admin, api, auth, security, tickets
+from . import accounts, admin, api, auth, params, security, tickets
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -47,6 +47,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | Non
     app.config.update(flask_config)
     app.extensions["connector"] = runtime
 
+    app.url_map.converters["int"] = params.DatabaseIdConverter  # before any route is added
     csrf.init_app(app)
     security.init_app(app)
     for module in (auth, admin, accounts, tickets, api):
