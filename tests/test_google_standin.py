@@ -551,6 +551,17 @@ def test_refresh_errors(ca, flow, alice, make_google_org):
     assert narrower["scope"] == MAIL and "id_token" not in narrower
 
 
+def test_revoking_an_online_access_token(flow, alice):
+    tokens = flow.tokens(alice.email, access_type="online")
+    assert "refresh_token" not in tokens and flow.tokeninfo(tokens["access_token"]).ok
+    revoked = flow.http.post(f"{flow.google.url}/revoke", data={"token": tokens["access_token"]})
+    assert revoked.status_code == 200
+    assert flow.tokeninfo(tokens["access_token"]).status_code == 400
+    userinfo = flow.http.get(f"{flow.google.url}/v1/userinfo",
+                             headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert userinfo.status_code == 401
+
+
 def test_revoke_errors(flow, alice):
     tokens = flow.tokens(alice.email)
     url = f"{flow.google.url}/revoke"

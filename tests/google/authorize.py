@@ -74,7 +74,7 @@ def start(provider: GoogleProvider, args: Mapping[str, str], sid: str | None) ->
         pending = _validate(provider, args, details)
     except PageError as err:
         return page_error(err, details)
-    from . import consent
+    from . import consent  # the pages after this one; consent.py imports this module
 
     if "none" in pending.prompt:
         return consent.silent(provider, pending, sid)
