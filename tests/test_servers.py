@@ -10,12 +10,15 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import smtplib
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -122,11 +125,15 @@ def idp(ca: TestCA) -> Iterator[IntrospectionStub]:
 
 
 @pytest.fixture(scope="module")
-def dovecot(tmp_path_factory: pytest.TempPathFactory, ca: TestCA, idp: IntrospectionStub) -> Iterator[DovecotServer]:
-    server = DovecotServer(tmp_path_factory.mktemp("dovecot"), ca, idp.url, shared_mailboxes=[SHARED])
+def dovecot(ca: TestCA, idp: IntrospectionStub) -> Iterator[DovecotServer]:
+    # Not under pytest's basetemp (as in conftest): Dovecot's mail processes run as "dovecot" and must
+    # traverse the path, and any other pytest run on the machine resets /tmp/pytest-of-<user> to 0700.
+    workdir = Path(tempfile.mkdtemp(prefix="connector-dovecot-"))
+    server = DovecotServer(workdir, ca, idp.url, shared_mailboxes=[SHARED])
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
