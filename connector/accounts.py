@@ -113,12 +113,15 @@ def connect(session: Session, vault: Vault, user: User, connected: Connected, *,
         _check_reconnect_target(session, user, connected, address, reconnect_id)
     account = session.scalar(select(Account).where(Account.address == address))
     if account is None:
-        account = Account(address=address, connected_by_id=user.id)
+        account = Account(address=address, connected_by_id=user.id, provider="microsoft")
         session.add(account)
         _store_sign_in(account, vault, connected, shared=bool(shared_address))
         session.flush()
         log.info("mailbox %s connected by %s", address, user.email)
         return Connection(account, "created")
+    if account.provider != "microsoft":
+        raise ConnectRefused(f"{address} is connected through {account.provider.title()}, not Microsoft 365, so "
+                             "nothing was changed: its owner or an admin can disconnect it there first.")
     if not shared_address and not _same_identity(account, connected):
         log.warning("connect refused: %s signed in as another identity than the stored owner of %s",
                     user.email, address)

@@ -619,7 +619,7 @@ def test_a_new_holder_of_a_reused_name_cannot_take_the_mailbox(app, two_agents, 
     assert mailbox not in _text(client_b.get("/accounts"))
 
 
-def test_the_same_person_in_another_tenant_is_another_identity(app, client, agent, make_org, ca):
+def test_the_same_person_in_another_tenant_is_another_identity(app, agent):
     """tid + oid: an identical oid from another tenant does not match."""
     from connector.identity.microsoft import Connected
 
@@ -634,6 +634,12 @@ def test_the_same_person_in_another_tenant_is_another_identity(app, client, agen
                 accounts_service.connect(session, rt.vault, user, other)
         again = accounts_service.connect(session, rt.vault, user, first)
         assert (again.account.id, again.outcome) == (account.id, "reconnected")
+        assert account.provider == "microsoft"
+        account.provider = "google"  # the same address connected through another provider is left alone
+        with pytest.raises(accounts_service.ConnectRefused) as other_provider:
+            accounts_service.connect(session, rt.vault, user, first)
+        assert str(other_provider.value).startswith("kai@org.test is connected through Google, not Microsoft 365")
+        account.provider = "microsoft"
         with pytest.raises(ValueError):  # a shared mailbox is never connected without the proof
             accounts_service.connect(session, rt.vault, user, first, shared_address="team@org.test")
 
