@@ -29,7 +29,7 @@ def only(ctx: Ctx, *methods: str) -> None:
 
 
 def collection(srv: Any, ctx: Ctx, parent_key: str, rest: list[Segment],
-                       i: int) -> tuple[str, Action]:
+               i: int) -> tuple[str, Action]:
     if i != len(rest):
         raise errors.segment_not_found(rest[i].raw)
     only(ctx, "GET", "POST")
