@@ -29,8 +29,7 @@ READS = {
 # What the sign-in, connect and callback routes read besides.
 AUTH_PARAMETERS = ["next", "mailbox", "login_hint", "state", "code", "error", "error_description",
                    "session_state", "admin_consent", "tenant"]
-AUTH_ROUTES = ("/", "/login", "/accounts/connect/microsoft", "/auth/microsoft/callback",
-               "/accounts/<int:account_id>/reconnect")
+AUTH_ROUTES = ("/", "/login", "/auth/microsoft/callback")
 NASTY = ["\x00abc", "²", "99999999999999999999", "9" * 5000, "\r\nX-Injected: 1\u202e", "//evil.example/@b@c"]
 
 
