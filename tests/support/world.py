@@ -90,10 +90,6 @@ class World:
             self._clients[role] = client
         return self._clients[role]
 
-    def fresh_client(self, role: str):
-        self._clients.pop(role, None)
-        return self.client(role)
-
 
 def seed(app, org=None) -> World:
     """Everything in one database; with `org` the Azure app is registered too (connect routes need it)."""

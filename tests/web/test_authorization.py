@@ -180,12 +180,11 @@ def call(world: World, role: str, rule: str, method: str, org):
     return client.post(url, data=form_data(world, rule, role, org) | {"csrf_token": client.csrf})
 
 
-def describe(response, world: World) -> str:
-    location = response.headers.get("Location", "")
-    return f"{response.status_code} {location}".strip()
+def describe(response) -> str:
+    return f"{response.status_code} {response.headers.get('Location', '')}".strip()
 
 
-def meets(response, expected: Outcome, world: World, rule: str, authority: str) -> bool:
+def meets(response, expected: Outcome, world: World, authority: str) -> bool:
     location = response.headers.get("Location", "")
     path = urlsplit(location).path
     if expected == LOGIN:
@@ -238,8 +237,8 @@ def test_route_as_every_role(make_app, org, idp, rule, method):
         response = call(world, role, rule, method, org)
         if response.status_code >= 500:
             pytest.fail(f"{role}: {method} {rule} answered {response.status_code}")
-        if not meets(response, expected, world, rule, idp.url):
-            line = f"{role}: expected {expected}, got {describe(response, world)}"
+        if not meets(response, expected, world, idp.url):
+            line = f"{role}: expected {expected}, got {describe(response)}"
             (pending_wrong if (rule, method, role) in PENDING else wrong).append(line)
     assert not wrong, f"{method} {rule}:\n" + "\n".join(wrong)
     now_right = [role for (r, m, role) in PENDING if (r, m) == (rule, method)
