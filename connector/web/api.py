@@ -6,7 +6,7 @@ from datetime import datetime
 from flask import Blueprint, Flask, abort, g, jsonify, request
 from sqlalchemy import text
 
-from .. import accounts, outbox, tickets, users
+from .. import accounts, api_tokens, outbox, tickets
 from ..mail.compose import ComposeError
 from ..mail.filenames import display_filename
 from ..models import TICKET_STATUSES
@@ -43,7 +43,7 @@ def health():
 def _bearer_user_or_none():
     """The token's user if a valid one came along; health never refuses, it only tells less."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return users.user_for_api_token(db(), token.strip()) if scheme.lower() == "bearer" else None
+    return api_tokens.check(db(), token.strip()).user if scheme.lower() == "bearer" else None
 
 
 def account_json(account) -> dict:

@@ -20,7 +20,7 @@ from email.utils import make_msgid
 
 from sqlalchemy import select
 
-from connector import outbox, tickets, users
+from connector import api_tokens, outbox, tickets, users
 from connector.crypto import hash_password
 from connector.mail.parse import parse_message
 from connector.models import Account, AccountMember, ImportFailure, OutboxItem, User
@@ -68,6 +68,7 @@ class World:
     outgoing_article_id: int
     attachment_id: int
     failure_id: int
+    revocable_token_id: int  # a second API token of the member's, for the revoke route
     foreign_account_id: int
     foreign_ticket_id: int
     foreign_article_id: int
@@ -132,11 +133,13 @@ def seed(app, org=None) -> World:
         session.flush()
         tokens = {role: users.issue_api_token(session, people[role])
                   for role in ("outsider", "member", "owner", "admin")}
+        _, revocable = api_tokens.create(session, people["member"], "the member's script")
         return World(
             app=app, emails={role: user.email for role, user in people.items()},
             user_ids={role: user.id for role, user in people.items()}, tokens=tokens, address=address,
             subject=subject, account_id=account.id, ticket_id=ticket_id, article_id=incoming.id,
             outgoing_article_id=reply.id, attachment_id=attachment.id, failure_id=failure.id,
+            revocable_token_id=revocable.id,
             foreign_account_id=foreign.id, foreign_ticket_id=foreign_ticket_id,
             foreign_article_id=foreign_article.id,
             foreign_attachment_id=next(a.id for a in foreign_article.attachments if a.filename == "invoice.pdf"))

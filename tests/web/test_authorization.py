@@ -91,6 +91,12 @@ EXPECTED: dict[tuple[str, str], dict[str, Outcome]] = {
     ("/logout", "POST"): signed_in(LOGIN, To("/login")),
     ("/account/password", "GET"): signed_in(LOGIN, 200),
     ("/account/password", "POST"): signed_in(LOGIN, To("/tickets")),
+    # API tokens: everyone makes and revokes their own (a created token is shown on the 200 answer);
+    # admins may revoke anyone's. The token revoked here is the member's.
+    ("/account/tokens", "GET"): signed_in(LOGIN, 200),
+    ("/account/tokens", "POST"): signed_in(LOGIN, 200),
+    ("/account/tokens/<int:token_id>/revoke", "POST"): web(LOGIN, 404, To("/account/tokens"), 404,
+                                                           To("/account/tokens")),
     ("/static/<path:filename>", "GET"): everyone(200),
     # mailboxes
     ("/accounts", "GET"): web(LOGIN, HIDDEN, SEES, SEES, SEES),
@@ -143,7 +149,7 @@ def url_values(world: World, rule: str) -> dict:
     return {"account_id": world.account_id, "ticket_id": world.ticket_id,
             "article_id": world.outgoing_article_id if rule.endswith("/retry") else world.article_id,
             "attachment_id": world.attachment_id, "failure_id": world.failure_id,
-            "user_id": world.user_ids["other"], "filename": "app.js"}
+            "user_id": world.user_ids["other"], "token_id": world.revocable_token_id, "filename": "app.js"}
 
 
 def build_url(rule: str, values: dict) -> str:
@@ -156,6 +162,7 @@ def form_data(world: World, rule: str, role: str, org) -> dict:
     forms = {
         "/login": {"email": world.emails["other"], "password": PASSWORD},
         "/account/password": {"current": PASSWORD, "new": "a new long password", "confirm": "a new long password"},
+        "/account/tokens": {"name": f"script of {role}", "expires": "30"},
         "/accounts/<int:account_id>/settings": {prefix + "folder": "INBOX", prefix + "post_import_action": "keep",
                                                 prefix + "move_to_folder": ""},
         "/accounts/<int:account_id>/members": {"email": world.emails["spare"]},
