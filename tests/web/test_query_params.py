@@ -107,6 +107,6 @@ def test_ids_that_cannot_exist_are_404(world, bad_id):
             client = api if rule.rule.startswith("/api/") else admin
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 response = client.get(url) if method == "GET" else client.post(url, data={"csrf_token": client.csrf})
-                assert response.status_code < 500, (method, url[:80], response.status_code)
-                if not rule.rule.startswith("/accounts/"):  # web/accounts.py is being reworked elsewhere
-                    assert response.status_code == 404, (method, url[:80], response.status_code)
+                # removing someone who is no member of a mailbox one manages is a no-op that goes back to it
+                allowed = (404, 302) if name == "user_id" and rule.rule.endswith("/remove") else (404,)
+                assert response.status_code in allowed, (method, url[:80], response.status_code)
