@@ -289,7 +289,8 @@ _KANA = bytes(b + 0x80 if 0x21 <= b <= 0x5F else b for b in range(256))  # JIS X
 _LEAD = bytes(((b + 1) // 2 + (0x70 if b <= 0x5E else 0xB0)) & 0xFF for b in range(256))
 _ODD = bytes(0x80 if b & 1 else 0 for b in range(256))
 # Trail byte by (lead byte odd ? 0x80 : 0) | JIS trail byte (7-bit: the data is ASCII).
-_TRAIL = bytes(((k & 0x7F) + ((0x1F if k & 0x7F <= 0x5F else 0x20) if k & 0x80 else 0x7E)) & 0xFF for k in range(256))
+_TRAIL = bytes(((k & 0x7F) + ((0x1F if k & 0x7F <= 0x5F else 0x20) if k & 0x80 else 0x7E)) & 0xFF
+               for k in range(256))
 _LINE_BREAK_RE = re.compile(rb"[\r\n]")
 
 

@@ -240,8 +240,8 @@ def _note(text: str) -> str:
 
 
 def _cut_note(shown: int, total: int) -> str:
-    return _note(f"This mail is too long to show here in full: the first {shown:,} of its {total:,} characters are "
-                 "shown. The “raw” link of this article downloads all of it.")
+    return _note(f"This mail is too long to show here in full: the first {shown:,} of its {total:,} "
+                 "characters are shown. The “raw” link of this article downloads all of it.")
 
 
 def _filter_style(value: str) -> str | None:

@@ -1,10 +1,10 @@
 """Raw RFC 5322 bytes -> what ingestion needs: headers to dedup/thread/route, body, attachments.
 
-The stdlib ``email`` package parses (its feed parser with ``compat32``, see ``headers.py`` for why not
-``policy.default`` and ``feed.py`` for the bounds hostile mail needs); this module decides what a mail means for a
-ticket: which parts are the body, which are attachments and what they are called, whether the mail
-was sent by a machine. Two levels because ingestion speed matters: ``parse_headers`` reads only
-the header block (what a poll needs to decide whether a mail is new and where it goes),
+The stdlib ``email`` package parses (its feed parser with ``compat32``: see ``headers.py`` for why
+not ``policy.default``, ``feed.py`` for the bounds hostile mail needs); this module decides what a
+mail means for a ticket: which parts are the body, which are attachments and what they are called,
+whether the mail was sent by a machine. Two levels because ingestion speed matters: ``parse_headers``
+reads only the header block (what a poll needs to decide whether a mail is new and where it goes),
 ``parse_message`` parses the MIME tree once and decodes body and attachments. Neither raises on
 any input: problems end up in ``ParsedMail.notes``. Every step takes time linear in the size of the
 mail (tests/test_hostile_mail.py); the time budget of a parse is enforced by the caller (parsing.py).
@@ -213,7 +213,7 @@ def _is_bounce(h: Fields, from_: Address | None, report_type: str | None) -> boo
 
 # --- Full parse --------------------------------------------------------------------------------
 
-MAX_DEPTH = MAX_NESTING  # multipart nesting this deep is kept as one opaque attachment (the parser stops there)
+MAX_DEPTH = MAX_NESTING  # multipart nesting this deep is kept as one opaque attachment (the parser stops)
 MAX_PARTS = 5000      # parts beyond this many in one message are dropped (with a note)
 
 
