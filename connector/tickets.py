@@ -153,10 +153,10 @@ def ingest_batch(session: Session, account: Account,
     conn = session.connection()
     mails = [(raw, parsed if isinstance(parsed, MailHeaders) else parsed.headers,
               None if isinstance(parsed, MailHeaders) else parsed, uid) for raw, parsed, uid in items]
-    message_ids = [headers.message_id or synthetic_message_id(raw) for raw, headers, _, _ in mails]
+    message_ids = [_text(headers.message_id or synthetic_message_id(raw)) for raw, headers, _, _ in mails]
     existing = dict(_lookup(conn, select(Article.message_id, Article.id), Article.message_id, set(message_ids),
                             Article.account_id == account.id))
-    wanted = {r for _, headers, _, _ in mails for r in headers.in_reply_to + headers.references if r}
+    wanted = {_text(r) for _, headers, _, _ in mails for r in headers.in_reply_to + headers.references if r}
     by_ref: dict[str, tuple[int, int]] = {}  # message_id -> (article id, ticket id) of its newest article
     for mid, art_id, ticket_id in _lookup(conn, select(Article.message_id, Article.id, Article.ticket_id),
                                           Article.message_id, wanted, Article.account_id == account.id):
@@ -186,7 +186,7 @@ def ingest_batch(session: Session, account: Account,
             results.append(Ingested("ignored"))
             continue
         automatic = headers.auto_submitted or headers.is_bounce
-        refs = [r for r in headers.in_reply_to + headers.references if r]
+        refs = [_text(r) for r in headers.in_reply_to + headers.references if r]
         ticket: object = None
         in_batch = [batch_refs[r] for r in refs if r in batch_refs]
         if in_batch:  # newer than anything stored: the newest referenced article decides the ticket
@@ -212,6 +212,7 @@ def ingest_batch(session: Session, account: Account,
                 subject=TAG_RE.sub("", headers.subject).strip() or "(no subject)",
                 customer_address=customer.address if customer else "", customer_name=customer.name if customer else "",
                 created_at=now, updated_at=now, status="open", article_count=0))
+            ticket.values.update(_texts(ticket.values))
             new_by_number[next_number] = ticket
             next_number += 1
         elif not isinstance(ticket, _NewTicket) and statuses.get(ticket) != "open" and not automatic:
@@ -233,6 +234,7 @@ def ingest_batch(session: Session, account: Account,
             body_html=parsed.body_html if parsed else None, body_pending=parsed is None, raw_sha256=raw_sha,
             size=len(raw), is_auto=headers.auto_submitted, is_bounce=headers.is_bounce,
             notes="\n".join(parsed.notes) if parsed else "", imap_uid=uid, created_at=now)
+        values.update(_texts(values))
         batch_refs[message_id] = (len(pending), ticket)
         pending.append((index, ticket, values, attachments))
         results.append(Ingested(outcome))
@@ -242,6 +244,9 @@ def ingest_batch(session: Session, account: Account,
     for _, ticket, _, _ in pending:
         added[ticket] = added.get(ticket, 0) + 1
     new_tickets = list(new_by_number.values())
+    # Taken now, as late as possible. On PostgreSQL another writer may have taken numbers since the peek:
+    # these tickets then get later ones, and a subject tag matched above to one of them named a number
+    # nobody had been told yet (mail can only quote numbers of committed tickets).
     numbers = _take_ticket_numbers(conn, len(new_tickets), first_number) if new_tickets else []
     for new, number in zip(new_tickets, numbers):  # inserted with their final counts and numbers
         new.values["article_count"] = added[new]
@@ -334,6 +339,19 @@ def _lookup(conn, query, column, values: set, *where, chunk: int = 500):
     for start in range(0, len(values), chunk):
         rows.extend(conn.execute(query.where(column.in_(values[start:start + chunk]), *where)).all())
     return rows
+
+
+def _text(value: str) -> str:
+    """Text as both databases store it: PostgreSQL's text cannot hold NUL, which mail can carry (a header,
+    a body in a mislabelled charset); U+FFFD takes its place everywhere, so lookups (Message-IDs,
+    references) match what was stored on either database. db.py does the same for any other text sent
+    to PostgreSQL."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _texts(values: dict) -> dict:
+    """The string values of a row that hold NUL, made storable (see `_text`)."""
+    return {key: _text(value) for key, value in values.items() if isinstance(value, str) and "\x00" in value}
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
