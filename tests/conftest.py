@@ -138,19 +138,32 @@ def database_backend(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """An SQLite database migrated once: each test copies it (a millisecond) rather than migrating (0.3 s)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "connector.db"
+    _migrate(f"sqlite:///{path}")
+    assert not path.with_name(path.name + "-wal").exists()  # all in the one file, safe to copy
+    return path
+
+
 @pytest.fixture
 def make_database_url(database_backend, tmp_path, request):
     """make_database_url(name="connector", migrated=True) -> the URL of a new database on this test's backend.
 
-    SQLite: `<tmp_path>/instance/<name>.db` (created on first use, so `migrated` changes nothing);
-    PostgreSQL: a copy of the migrated template, or an empty database; dropped after the test.
+    SQLite: `<tmp_path>/instance/<name>.db`, a copy of a migrated template or (`migrated=False`) created
+    on first use; PostgreSQL: a copy of the migrated template, or an empty database; dropped after the test.
     """
     made: list[str] = []
     server = request.getfixturevalue("postgres") if database_backend == "postgresql" else None
 
     def create(name: str = "connector", migrated: bool = True) -> str:
         if server is None:
-            return f"sqlite:///{tmp_path / 'instance' / name}.db"
+            path = tmp_path / "instance" / f"{name}.db"
+            if migrated and not path.exists():
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+            return f"sqlite:///{path}"
         url = server.create_database(migrated=migrated)
         made.append(url)
         return url

@@ -27,6 +27,17 @@ SEARCH_OBJECTS = {
 }
 
 
+def _revision(number: str):
+    """The module of one revision (its file name starts with the number)."""
+    import importlib.util
+
+    (path,) = (MIGRATIONS_DIR / "versions").glob(f"{number}_*.py")
+    spec = importlib.util.spec_from_file_location(f"revision_{number}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _config(connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -230,6 +241,16 @@ def test_without_extension_privileges_the_migration_goes_on_and_search_still_wor
             for query in ("xk-17 print", "printer", "rème br", "zoe@exa", "CRÈME"):
                 assert [t.id for t in tickets.search_tickets(session, user, q=query).items] == [found], query
             assert tickets.search_tickets(session, user, q="creme").items == []  # not folded without unaccent
+        # the operator adds the extensions later, as README says
+        with create_engine(url, poolclass=NullPool).begin() as connection:
+            connection.exec_driver_sql(_revision("0006").ENABLE_EXTENSIONS_LATER)
+        with plain.session() as session:
+            assert [t.id for t in tickets.search_tickets(session, user, q="creme").items] == [found]
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(session.execute(text("EXPLAIN SELECT id FROM tickets WHERE subject ILIKE '%rème%'"))
+                             .scalars())
+            assert "ix_tickets_subject_trgm" in plan
+        assert _differences(plain.engine, Base.metadata) == []
         plain.dispose()
     finally:
         if url is not None:
@@ -237,3 +258,23 @@ def test_without_extension_privileges_the_migration_goes_on_and_search_still_wor
         with admin.connect() as connection:
             connection.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
         admin.dispose()
+
+
+def test_processes_that_start_together_migrate_one_after_the_other(empty_database, app_config):
+    """Several `connector init` (as serve, workers and the CLI all migrate on start) on an empty database at
+    once: one creates the schema, the others wait for it and find nothing to do."""
+    import subprocess
+
+    from tests.support.live import connector_command
+
+    url, engine = empty_database
+    env = dict(os.environ, CONNECTOR_CONFIG=os.devnull, CONNECTOR_APP_DATA_DIR=app_config["app"]["data_dir"],
+               CONNECTOR_DATABASE_URL=url)
+    processes = [subprocess.Popen(connector_command() + ["init"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outcomes = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
+    for process in processes:
+        process.stdout.close()
+        process.stderr.close()
+    assert [code for code, _ in outcomes] == [0, 0, 0, 0], "\n".join(err for _, err in outcomes)
+    assert _differences(engine, Base.metadata) == []
