@@ -33,8 +33,8 @@ from FTS5 (revision 0002). On PostgreSQL this revision adds:
 `unaccent` and `pg_trgm` are "trusted" extensions since PostgreSQL 13: the owner of the database may
 create them without being a superuser, and managed services offer both. Where that is refused (an
 older server, a role without CREATE on the database, the contrib files missing), this revision goes
-on without them and logs what to run; `CREATE EXTENSION unaccent` later changes nothing by itself
-(the search function was created without it): see README, "Search on PostgreSQL".
+on without them and logs it. Creating the extensions later changes nothing by itself (the search
+function was made without unaccent, the stored vectors with it): run ENABLE_EXTENSIONS_LATER below.
 """
 import logging
 
@@ -47,6 +47,21 @@ branch_labels = None
 depends_on = None
 
 log = logging.getLogger("alembic.runtime.migration")
+
+# For an operator whose database went through this revision without the extensions (README, "Database"):
+# run as a superuser with psql, in the connector database. The UPDATE rewrites every article once.
+ENABLE_EXTENSIONS_LATER = """
+CREATE EXTENSION IF NOT EXISTS unaccent SCHEMA public;
+CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+CREATE OR REPLACE FUNCTION connector_search_words(value text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    AS $$ SELECT regexp_replace(lower(public.unaccent('public.unaccent'::regdictionary, value)),
+                                '[^[:alnum:]]+', ' ', 'g') $$;
+UPDATE articles SET subject = subject;
+CREATE INDEX IF NOT EXISTS ix_tickets_subject_trgm ON tickets USING gin (subject public.gin_trgm_ops);
+CREATE INDEX IF NOT EXISTS ix_tickets_customer_address_trgm ON tickets USING gin (customer_address public.gin_trgm_ops);
+CREATE INDEX IF NOT EXISTS ix_tickets_customer_name_trgm ON tickets USING gin (customer_name public.gin_trgm_ops);
+"""
 
 SEARCH_TEXT_LIMIT = 100_000  # characters of an article's text that go into its search vector
 TRIGRAM_COLUMNS = ("subject", "customer_address", "customer_name")
@@ -62,7 +77,8 @@ def _extension_schema(bind, name: str) -> str | None:
         with bind.begin_nested():
             bind.execute(text(f"CREATE EXTENSION IF NOT EXISTS {name}"))
     except Exception as exc:  # noqa: BLE001 - no privilege, no contrib files: go on without it
-        log.warning("PostgreSQL extension %s is not available (%s); see README, 'Search on PostgreSQL'",
+        log.warning("PostgreSQL extension %s is not available (%s); the search goes on without it (README, "
+                    "'Database')",
                     name, str(exc).splitlines()[0])
         return None
     return _extension_schema(bind, name)
