@@ -59,11 +59,20 @@ VARIANTS = {
 }
 
 
-def mails(count: int) -> list[bytes]:
-    sources = [p.read_bytes() for p in sorted(CORPUS.glob("*.box"))]
-    if not sources:
-        raise SystemExit(f"the mail corpus is not at {CORPUS}")
-    return [b"X-Bench-Copy: %d\r\n" % i + sources[i % len(sources)] for i in range(count)]
+class Mails:
+    """`count` unique mails made from the corpus on demand (a large run does not hold them all in memory)."""
+
+    def __init__(self, count: int) -> None:
+        self.sources = [p.read_bytes() for p in sorted(CORPUS.glob("*.box"))]
+        if not self.sources:
+            raise SystemExit(f"the mail corpus is not at {CORPUS}")
+        self.count = count
+
+    def __getitem__(self, i: int) -> bytes:
+        return b"X-Bench-Copy: %d\r\n" % i + self.sources[i % len(self.sources)]
+
+    def megabytes(self) -> float:
+        return sum(len(self[i]) for i in range(self.count)) / 2**20
 
 
 def write(conn: psycopg.Connection, variant: str, batch: list[tuple[str, bytes]]) -> None:
@@ -110,7 +119,7 @@ def server_cpu(pids: list[int]) -> float:
     return total
 
 
-def measure(server: pg.PostgresServer, variant: str, data: list[bytes], batch_size: int) -> dict:
+def measure(server: pg.PostgresServer, variant: str, data: Mails, batch_size: int) -> dict:
     url = server.create_database(migrated=False)
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
@@ -119,35 +128,42 @@ def measure(server: pg.PostgresServer, variant: str, data: list[bytes], batch_si
                 conn.execute(statement)
             conn.commit()
             backend = conn.info.backend_pid
-            keyed = [(hashlib.sha256(raw).hexdigest(), raw) for raw in data]
+            digests: dict[str, int] = {}
+            rates = []  # MB/s of each batch: does writing slow down as the table grows?
             cpu0, mine0, t0 = server_cpu([backend]), _own_cpu(), time.perf_counter()
-            for start in range(0, len(keyed), batch_size):
-                write(conn, variant, keyed[start:start + batch_size])
+            for start in range(0, data.count, batch_size):
+                batch = [data[i] for i in range(start, min(data.count, start + batch_size))]
+                keyed = [(hashlib.sha256(raw).hexdigest(), raw) for raw in batch]
+                digests.update((d, start + n) for n, (d, _) in enumerate(keyed))
+                began = time.perf_counter()
+                write(conn, variant, keyed)
+                rates.append(sum(map(len, batch)) / 2**20 / (time.perf_counter() - began))
             seconds = time.perf_counter() - t0
+            tenth = max(1, len(rates) // 10)
             written = {"write_s": seconds, "server_cpu_s": server_cpu([backend]) - cpu0,
-                       "client_cpu_s": _own_cpu() - mine0}
+                       "client_cpu_s": _own_cpu() - mine0, "first_tenth_mb_s": sum(rates[:tenth]) / tenth,
+                       "last_tenth_mb_s": sum(rates[-tenth:]) / tenth}
             conn.autocommit = True
             conn.execute("VACUUM ANALYZE")
             conn.execute("CHECKPOINT")
             conn.autocommit = False
             size = disk_bytes(conn, variant)
             rng = random.Random(7)
-            sample = rng.sample([d for d, _ in keyed], READS)
-            expected = dict(keyed)
+            sample = rng.sample(sorted(digests), min(READS, len(digests)))
             t0 = time.perf_counter()
             for digest in sample:
                 got = conn.execute(read_sql(variant, many=False), (digest,)).fetchone()[0]
-                assert bytes(got) == expected[digest]
+                assert bytes(got) == data[digests[digest]]
             one_by_one = time.perf_counter() - t0
             t0 = time.perf_counter()
-            for start in range(0, READS, READ_BATCH):
+            for start in range(0, len(sample), READ_BATCH):
                 part = sample[start:start + READ_BATCH]
                 got = conn.execute(read_sql(variant, many=True), (part,)).fetchall()
                 assert len(got) == len(part)
             batched = time.perf_counter() - t0
             conn.rollback()
-        return dict(written, disk_mb=size / 2**20, read_one_ms=one_by_one / READS * 1000,
-                    read_batch_ms=batched / (READS / READ_BATCH) * 1000)
+        return dict(written, disk_mb=size / 2**20, read_one_ms=one_by_one / len(sample) * 1000,
+                    read_batch_ms=batched / (len(sample) / READ_BATCH) * 1000)
     finally:
         server.drop_database(url)
 
@@ -164,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="mails a committed batch (default 500)")
     parser.add_argument("--only", choices=list(VARIANTS), action="append")
     args = parser.parse_args(argv)
-    data = mails(args.mails)
-    total_mb = sum(map(len, data)) / 2**20
+    data = Mails(args.mails)
+    total_mb = data.megabytes()
     given = os.environ.get("CONNECTOR_BENCH_DATABASE_URL")
     if given:
         os.environ[pg.ENV_URL] = given
@@ -175,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"{args.mails:,} mails, {total_mb:.0f} MB, batches of {args.batch}, PostgreSQL {server.version}",
               flush=True)
-        print("| storage | write | MB/s | server CPU | client CPU | on disk | read one | read 50 |")
+        print("| storage | write | MB/s (first, last tenth) | server CPU | client CPU | on disk | read one | read 50 |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for variant in args.only or list(VARIANTS):
             r = measure(server, variant, data, args.batch)
-            print(f"| {variant} | {r['write_s']:.1f} s | {total_mb / r['write_s']:.0f} | {r['server_cpu_s']:.1f} s "
-                  f"| {r['client_cpu_s']:.1f} s | {r['disk_mb']:.0f} MB | {r['read_one_ms']:.2f} ms "
-                  f"| {r['read_batch_ms']:.1f} ms |", flush=True)
+            print(f"| {variant} | {r['write_s']:.1f} s | {total_mb / r['write_s']:.0f} ({r['first_tenth_mb_s']:.0f}, "
+                  f"{r['last_tenth_mb_s']:.0f}) | {r['server_cpu_s']:.1f} s | {r['client_cpu_s']:.1f} s "
+                  f"| {r['disk_mb']:.0f} MB | {r['read_one_ms']:.2f} ms | {r['read_batch_ms']:.1f} ms |", flush=True)
     finally:
         server.stop()
     return 0
