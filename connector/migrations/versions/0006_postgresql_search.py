@@ -25,10 +25,10 @@ from FTS5 (revision 0002). On PostgreSQL this revision adds:
 - the sequence `ticket_numbers`: concurrent writers (several workers, the web app) each take numbers
   without waiting for one another; SQLite, with one writer at a time, keeps max(number) + 1.
 - `blobs.data` (raw mail, attachments, kept out of line by TOAST) compressed with lz4 instead of
-  pglz: pglz took 1.2 s of server CPU for 41 MB of mail and wrote 14 MB/s, lz4 0.2 s and 65 MB/s, and
-  stored it smaller (bench/raw_storage.py; BENCHMARKS.md). A server built without lz4 stores the
-  bytes uncompressed (STORAGE EXTERNAL), which was nearly as fast. Pack files (blobs.py) are never
-  used with PostgreSQL: workers on other machines share no disk.
+  pglz: for 416 MB of mail pglz took 11-12 s of server CPU and wrote 13-21 MB/s, lz4 3 s and 57-63
+  MB/s, and stored it smaller (bench/raw_storage.py; BENCHMARKS.md). A server built without lz4
+  stores the bytes uncompressed (STORAGE EXTERNAL), which was as fast and 15% bigger. Pack files
+  (blobs.py) are never used with PostgreSQL: workers on other machines share no disk.
 
 `unaccent` and `pg_trgm` are "trusted" extensions since PostgreSQL 13: the owner of the database may
 create them without being a superuser, and managed services offer both. Where that is refused (an
@@ -115,8 +115,8 @@ def upgrade() -> None:
         opclass = f"{_quote(bind, trigram)}.gin_trgm_ops"
         for name in TRIGRAM_COLUMNS:
             op.execute(f"CREATE INDEX ix_tickets_{name}_trgm ON tickets USING gin ({name} {opclass})")
-    # Raw mail, attachments: lz4 rather than the default pglz, which compressed 4-5 times slower than the
-    # disk took the bytes (bench/raw_storage.py, BENCHMARKS.md); applies to what is written from now on.
+    # Raw mail, attachments: lz4 rather than the default pglz, which wrote mail 3-4 times slower
+    # (bench/raw_storage.py, BENCHMARKS.md); applies to what is written from now on.
     if bind.execute(text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
                     ).scalar():
         op.execute("ALTER TABLE blobs ALTER COLUMN data SET COMPRESSION lz4")
