@@ -366,6 +366,28 @@ def test_introspection(world: World, idp: IdentityProvider) -> None:
                                   data={"token": token}).json()
     assert delegated == {**delegated, "active": True, "username": shared}
     assert not idp.introspect(token, user=f"ceo@{world.tenant.domain}")["active"]
+    # Full Access does not include Send As (Exchange: Add-MailboxPermission vs Add-RecipientPermission)
+    assert delegated["send_as"] == world.user.email.lower() and delegated["upn"] == world.user.email
+    idp.grant_send_as(world.user, shared)
+    assert idp.introspect(token, user=shared)["send_as"].split() == [world.user.email.lower(), shared]
+    # Dovecot's password-grant passdb: the login name and the token in one request
+    grant = world.http().post(f"{idp.url}/introspect/grant", data={
+        "grant_type": "password", "username": shared, "password": token, "client_id": "dovecot"})
+    assert grant.status_code == 200
+    assert grant.json() == {**grant.json(), "username": shared, "active": "true", "access_token": token,
+                            "token_type": "Bearer"}
+    assert 0 < grant.json()["expires_in"] <= idp.access_token_lifetime
+    idp.remove_mailbox_access(world.user, shared)
+    assert not idp.introspect(token, user=shared)["active"]
+    for form in ({"grant_type": "password", "username": shared, "password": token},
+                 {"grant_type": "password", "username": f"ceo@{world.tenant.domain}", "password": token},
+                 {"grant_type": "password", "password": token},
+                 {"grant_type": "client_credentials", "username": world.user.email, "password": token}):
+        refused = world.http().post(f"{idp.url}/introspect/grant", data=form)
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+    own = world.http().post(f"{idp.url}/introspect/grant", data={
+        "grant_type": "password", "username": world.user.email, "password": token})
+    assert own.status_code == 200 and own.json()["username"] == world.user.email
     assert not idp.introspect(token + "x", user=world.user.email)["active"]
     assert not idp.introspect("garbage", user=world.user.email)["active"]
     idp.grant_admin_consent(world.tenant, world.app)  # covers Graph User.Read
@@ -397,7 +419,16 @@ def test_out_of_process_server(tmp_path: Path) -> None:
         flow = cca.initiate_auth_code_flow(MAIL_SCOPES, redirect_uri=REDIRECT)
         final = complete_authorization(flow["auth_uri"], "dan@fabrikam.test", "pw",
                                        ca_path=info["ca"])
-        assert "access_token" in cca.acquire_token_by_auth_code_flow(flow, query(final))
+        token = cca.acquire_token_by_auth_code_flow(flow, query(final))["access_token"]
+        delegated = {"token": token}
+        shared = {"email": "dan@fabrikam.test", "mailbox": "team@fabrikam.test"}
+        assert not http.post(f"{url}/introspect?user=team@fabrikam.test", data=delegated).json()["active"]
+        http.post(f"{url}/_test/grant_mailbox_access", json=shared).raise_for_status()
+        http.post(f"{url}/_test/grant_send_as", json=shared).raise_for_status()
+        answer = http.post(f"{url}/introspect?user=team@fabrikam.test", data=delegated).json()
+        assert answer["active"] and answer["send_as"] == "dan@fabrikam.test team@fabrikam.test"
+        http.post(f"{url}/_test/remove_mailbox_access", json=shared).raise_for_status()
+        assert not http.post(f"{url}/introspect?user=team@fabrikam.test", data=delegated).json()["active"]
         stats = http.get(f"{url}/_test/stats").json()
         assert stats["token_calls"] == [{"who": "dan@fabrikam.test",
                                          "grant_type": "authorization_code", "count": 1}]

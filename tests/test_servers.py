@@ -10,12 +10,15 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import smtplib
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -44,24 +47,38 @@ LONG_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(225
 
 
 class IntrospectionStub:
-    """RFC 7662-style introspection over HTTPS: token -> owner; `?user=` may name a delegated mailbox."""
+    """RFC 7662-style introspection over HTTPS: token -> owner; `?user=` may name a delegated mailbox.
+
+    `/introspect/grant` answers Dovecot's password-grant passdb (username=<login>&password=<token>),
+    the path delegated logins take (see tests/servers/dovecot.py)."""
 
     def __init__(self, ca: TestCA) -> None:
         self.owners = {ALICE_TOKEN: ALICE, BOB_TOKEN: BOB, LONG_TOKEN: ALICE}
-        self.delegates = {SHARED: {ALICE}}  # mailbox -> token owners with Full Access / Send As
+        self.delegates = {SHARED: {ALICE}}  # mailbox -> token owners with Full Access
+        self.send_as: dict[str, set[str]] = {}  # mailbox -> token owners with Send As
         self.requests: list[tuple[str, str | None]] = []  # (token, user query)
+        self.grants: list[tuple[str, str]] = []  # (token, login) of password-grant requests
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Dovecot's HTTP client reuses connections
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                token = parse_qs(body).get("token", [""])[0]
-                user = parse_qs(urlsplit(self.path).query).get("user", [None])[0]
-                stub.requests.append((token, user))
-                payload = json.dumps(stub.answer(token, user)).encode()
-                self.send_response(200)
+                body = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+                if urlsplit(self.path).path.endswith("/grant"):
+                    token, login = body.get("password", [""])[0], body.get("username", [""])[0]
+                    stub.grants.append((token, login))
+                    answer = stub.answer(token, login)
+                    status = 200 if answer["active"] else 400
+                    answer = {**answer, "access_token": token, "token_type": "Bearer"} if answer["active"] \
+                        else {"error": "invalid_grant"}
+                else:
+                    token = body.get("token", [""])[0]
+                    user = parse_qs(urlsplit(self.path).query).get("user", [None])[0]
+                    stub.requests.append((token, user))
+                    status, answer = 200, stub.answer(token, user)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -83,10 +100,11 @@ class IntrospectionStub:
         owner = self.owners.get(token)
         if owner is None:
             return {"active": False}
+        senders = " ".join([owner, *sorted(m for m, who in self.send_as.items() if owner in who)])
         if user is None or user.lower() == owner:
-            return {"active": True, "username": owner}
+            return {"active": True, "username": owner, "send_as": senders}
         if owner in self.delegates.get(user.lower(), set()):
-            return {"active": True, "username": user}
+            return {"active": True, "username": user, "send_as": senders}
         return {"active": False}
 
     def close(self) -> None:
@@ -107,11 +125,15 @@ def idp(ca: TestCA) -> Iterator[IntrospectionStub]:
 
 
 @pytest.fixture(scope="module")
-def dovecot(tmp_path_factory: pytest.TempPathFactory, ca: TestCA, idp: IntrospectionStub) -> Iterator[DovecotServer]:
-    server = DovecotServer(tmp_path_factory.mktemp("dovecot"), ca, idp.url, shared_mailboxes=[SHARED])
+def dovecot(ca: TestCA, idp: IntrospectionStub) -> Iterator[DovecotServer]:
+    # Not under pytest's basetemp (as in conftest): Dovecot's mail processes run as "dovecot" and must
+    # traverse the path, and any other pytest run on the machine resets /tmp/pytest-of-<user> to 0700.
+    workdir = Path(tempfile.mkdtemp(prefix="connector-dovecot-"))
+    server = DovecotServer(workdir, ca, idp.url, shared_mailboxes=[SHARED])
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +205,34 @@ def test_imap_shared_mailbox_login_reaches_idp_with_user(
     client = imap(dovecot, ca)
     with pytest.raises(LoginError):
         client.oauth2_login(SHARED, BOB_TOKEN)  # no Full Access
+    client.shutdown()
+
+
+def test_imap_delegation_for_any_address_checks_the_login_at_the_idp(
+    dovecot: DovecotServer, ca: TestCA, idp: IntrospectionStub, show_log: None
+) -> None:
+    """A shared mailbox Dovecot was not told about: the password-grant passdb sends login and token."""
+    team = fresh_user("team")
+    for token in (ALICE_TOKEN, BOB_TOKEN):  # nobody has Full Access yet
+        client = imap(dovecot, ca)
+        with pytest.raises(LoginError):
+            client.oauth2_login(team, token)
+        client.shutdown()
+    assert (ALICE_TOKEN, team) in idp.grants
+    idp.delegates[team] = {ALICE}
+    client = imap(dovecot, ca)
+    client.oauth2_login(team, ALICE_TOKEN)
+    dovecot.deliver(team, mail("for the team", to=team)[1])
+    assert client.select_folder("INBOX")[b"EXISTS"] == 1  # the shared mailbox, not Alice's
+    client.logout()
+    client = imap(dovecot, ca)
+    with pytest.raises(LoginError):
+        client.oauth2_login(team, BOB_TOKEN)
+    client.shutdown()
+    del idp.delegates[team]  # Remove-MailboxPermission: the next sign-in fails
+    client = imap(dovecot, ca)
+    with pytest.raises(LoginError):
+        client.oauth2_login(team, ALICE_TOKEN)
     client.shutdown()
 
 
@@ -398,6 +448,28 @@ def test_smtp_bad_token_and_send_as(smtp: SmtpServer, ca: TestCA) -> None:
         client.sendmail(BOB, [ALICE], mail("spoof", sender=BOB)[1])
     assert denied.value.smtp_code == 554 and b"SendAsDenied" in denied.value.smtp_error
     client.quit()
+
+
+def test_smtp_delegate_needs_full_access_to_sign_in_and_send_as_to_send(
+    smtp: SmtpServer, ca: TestCA, idp: IntrospectionStub
+) -> None:
+    """Exchange: Full Access lets the delegate sign in as the shared mailbox; sending from it needs Send As."""
+    client = smtp_tls(smtp, ca)
+    assert client.docmd("AUTH", f"XOAUTH2 {xoauth2(SHARED, BOB_TOKEN)}")[0] == 535  # no Full Access
+    assert client.docmd("AUTH", f"XOAUTH2 {xoauth2(SHARED, ALICE_TOKEN)}")[0] == 235
+    with pytest.raises(smtplib.SMTPDataError) as denied:
+        client.sendmail(SHARED, [BOB], mail("from the team", sender=SHARED)[1])
+    assert denied.value.smtp_code == 554 and b"SendAsDenied" in denied.value.smtp_error
+    client.quit()
+    idp.send_as[SHARED] = {ALICE}
+    try:
+        client = smtp_tls(smtp, ca)
+        assert client.docmd("AUTH", f"XOAUTH2 {xoauth2(SHARED, ALICE_TOKEN)}")[0] == 235
+        assert client.sendmail(SHARED, [BOB], mail("from the team", sender=SHARED)[1]) == {}
+        client.quit()
+        assert smtp.received[-1].auth_login == SHARED and smtp.received[-1].mail_from == SHARED
+    finally:
+        del idp.send_as[SHARED]
 
 
 @pytest.mark.parametrize(

@@ -55,10 +55,15 @@ class Registration:
 
 @dataclass(frozen=True)
 class Connected:
-    """What a completed sign-in gives us for one mailbox."""
+    """What a completed sign-in gives us for one mailbox.
+
+    Who signed in is `tenant_id` + `object_id` (the ID token's `tid` and `oid`), which Microsoft never
+    reassigns; `username` (preferred_username) names the mailbox but can change hands.
+    """
     username: str  # the signed-in user (preferred_username)
     display_name: str
     tenant_id: str
+    object_id: str
     home_account_id: str
     token_cache: str  # serialized msal cache, to be encrypted by the caller
 
@@ -203,11 +208,17 @@ class MicrosoftIdentity:
         if not username:
             raise IdentityError(Explained("Microsoft did not say which account signed in (no preferred_username in "
                                           "the ID token): add the 'email' and 'profile' permissions, then reconnect."))
+        tenant_id, object_id = str(claims.get("tid") or ""), str(claims.get("oid") or "")
+        if not tenant_id or not object_id:
+            raise IdentityError(Explained("Microsoft did not say who signed in (no tid and oid in the ID token), so "
+                                          "the mailbox cannot be tied to its owner: add the 'profile' permission "
+                                          "to the app in Azure, then connect again."))
         info = result.get("id_token_claims") or {}
         accounts = app.get_accounts()
         home = accounts[0]["home_account_id"] if accounts else ""
         return Connected(username=username, display_name=claims.get("name", "") or info.get("name", ""),
-                         tenant_id=claims.get("tid", ""), home_account_id=home, token_cache=cache.serialize())
+                         tenant_id=tenant_id, object_id=object_id, home_account_id=home,
+                         token_cache=cache.serialize())
 
     def verify_id_token(self, id_token: str, nonce: str | None) -> dict:
         """Check the ID token's signature, issuer, audience, lifetime and nonce."""

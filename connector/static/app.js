@@ -2,7 +2,8 @@
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button.copy");
   if (!button) return;
-  const text = document.getElementById(button.dataset.copy).textContent.trim();
+  const source = document.getElementById(button.dataset.copy);
+  const text = (source instanceof HTMLInputElement ? source.value : source.textContent).trim();
   const done = () => { button.textContent = "Copied"; setTimeout(() => (button.textContent = "Copy"), 1500); };
   if (navigator.clipboard && window.isSecureContext) {
     navigator.clipboard.writeText(text).then(done, () => selectText(button.dataset.copy));
@@ -12,6 +13,8 @@ document.addEventListener("click", (event) => {
 });
 
 function selectText(id) {
+  const element = document.getElementById(id);
+  if (element instanceof HTMLInputElement) { element.select(); document.execCommand && document.execCommand("copy"); return; }
   const range = document.createRange();
   range.selectNodeContents(document.getElementById(id));
   const selection = window.getSelection();

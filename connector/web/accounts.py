@@ -1,23 +1,34 @@
-"""Mailboxes: the list, connecting through Microsoft, reconnecting, disconnecting, members, settings."""
+"""Mailboxes: the list, connecting through Microsoft, reconnecting, disconnecting, members, settings.
+
+Who may do what (see accounts.py): every signed-in user may start a connect; the mailbox's owner and
+admins change settings, reconnect, disconnect and manage members (others who see it get 403, those who
+do not see it 404). A connect starts with a POST carrying the CSRF token, so no link from another
+site can start one.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import re
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, session as cookie, url_for
+from flask import (Blueprint, Flask, abort, flash, make_response, redirect, render_template, request,
+                   session as cookie, url_for)
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from wtforms import EmailField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
-from .. import accounts, registration, users
+from .. import accounts, delegation, registration, users
 from ..crypto import DecryptionError
 from ..identity.errors import Explained, explain
 from ..identity.microsoft import STATE_MISMATCH, IdentityError
-from ..models import POST_IMPORT_ACTIONS, AccountMember
+from ..models import POST_IMPORT_ACTIONS, AccountMember, User
 from .context import db, runtime
+from .security import CSP
 
 log = logging.getLogger(__name__)
 bp = Blueprint("accounts", __name__)
@@ -25,6 +36,7 @@ FLOW_KEY = "ms_flow"
 
 ACTION_LABELS = {"keep": "Keep the mail unchanged", "mark_read": "Mark it as read",
                  "move": "Move it to a folder", "delete": "Delete it"}
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
 class MemberForm(FlaskForm):
@@ -42,6 +54,31 @@ class SettingsForm(FlaskForm):
 SECRET_UNREADABLE = ("The stored client secret cannot be decrypted with the configured encryption key: restore the "
                      "old key (CONNECTOR_ENCRYPTION_KEY or encryption.key in the data folder), or an admin can save "
                      "the client secret again on the Microsoft 365 app page.")
+OTHER_USER = ("This sign-in was started by another user of this browser, so it was not used: click \"Connect "
+              "Microsoft 365\" again.")
+
+
+def connect_csp(authority_host: str) -> str:
+    """The app's CSP with the authority's origin added to form-action, and only that origin.
+
+    A connect form's response redirects to the authority, and Chromium applies form-action to the
+    redirect too; without the origin the button would do nothing. Set by the views that render a
+    connect form (the app-wide header is only a default, so a view's own CSP wins).
+    """
+    parts = urlsplit(authority_host)
+    if parts.scheme != "https" or not _HOST.match(parts.netloc or ""):
+        return CSP  # msal only talks to https authorities; nothing else is let through
+    origin = f"https://{parts.netloc}"
+    directives = [d.strip() for d in CSP.split(";") if d.strip()]
+    changed = [f"{d} {origin}" if d.split()[0] == "form-action" else d for d in directives]
+    if not any(d.split()[0] == "form-action" for d in directives):
+        changed.append(f"form-action 'self' {origin}")
+    return "; ".join(changed)
+
+
+def _with_connect_csp(response):
+    response.headers["Content-Security-Policy"] = connect_csp(runtime().settings.microsoft.authority_host)
+    return response
 
 
 def _registered_identity():
@@ -67,26 +104,44 @@ def index():
     rt = runtime()
     mailboxes = accounts.visible_accounts(session, current_user)
     current = registration.view(session, rt.settings)  # without decrypting: a lost key must not break this page
-    members = {}
-    if current_user.is_admin:
-        for row in session.scalars(select(AccountMember)):
-            members.setdefault(row.account_id, []).append(row.user.email)
-    return render_template("accounts/index.html", mailboxes=mailboxes, members=members,
-                           registered=current is not None and current.secret_set,
+    manageable = {a.id for a in mailboxes if accounts.can_manage(current_user, a)}
+    owner_ids = {a.connected_by_id for a in mailboxes if a.connected_by_id is not None}
+    owners = {uid: email for uid, email in session.execute(select(User.id, User.email)
+                                                          .where(User.id.in_(owner_ids)))} if owner_ids else {}
+    members: dict[int, list[User]] = {}
+    if manageable:
+        rows = session.scalars(select(AccountMember).where(AccountMember.account_id.in_(manageable)))
+        for row in rows:
+            members.setdefault(row.account_id, []).append(row.user)
+    page = render_template("accounts/index.html", mailboxes=mailboxes, members=members, owners=owners,
+                           manageable=manageable, registered=current is not None and current.secret_set,
                            member_form=MemberForm(), settings_forms={
-                               a.id: SettingsForm(obj=a, prefix=f"a{a.id}") for a in mailboxes})
+                               a.id: SettingsForm(obj=a, prefix=f"a{a.id}") for a in mailboxes if a.id in manageable})
+    return _with_connect_csp(make_response(page))
 
 
-@bp.get("/accounts/connect/microsoft")
+@bp.post("/accounts/connect/microsoft")
 @login_required
 def connect():
-    """Send the browser straight to Microsoft (authorization code flow with PKCE)."""
-    rt = runtime()
+    """Send the browser straight to Microsoft (authorization code flow with PKCE). The CSRF token is
+    checked by CSRFProtect before this runs; `mailbox` names a shared mailbox to add as its delegate."""
     try:
-        shared = accounts.shared_address_or_none(request.args.get("mailbox"))
+        shared = accounts.shared_address_or_none(request.form.get("mailbox"))
     except ValueError as exc:
         return _error_page(f"{exc}: enter the shared mailbox's full address, e.g. support@contoso.com.")
-    login_hint = request.args.get("login_hint") or None
+    return _start_flow(shared=shared)
+
+
+@bp.post("/accounts/<int:account_id>/reconnect")
+@login_required
+def reconnect(account_id: int):
+    account = _managed_account(account_id)
+    shared = account.address if accounts.is_shared(account) else None
+    return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id)
+
+
+def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id: int | None = None):
+    rt = runtime()
     identity, problem = _registered_identity()
     if problem is not None:
         return problem
@@ -98,7 +153,7 @@ def connect():
         flow = identity.start_connect(rt.settings.callback_url, login_hint=login_hint)
     except IdentityError as exc:
         return _error_page(exc.explained.message, 502)
-    flow["connector_shared"] = shared
+    flow.update(connector_shared=shared, connector_account=account_id, connector_user=current_user.id)
     cookie[FLOW_KEY] = rt.vault.encrypt(json.dumps(flow)).decode()
     return redirect(flow["auth_uri"])
 
@@ -118,25 +173,74 @@ def callback():
     if flow is None or request.args.get("state") != flow.get("state"):
         log.warning("callback refused: state does not match a sign-in started in this session")
         return _error_page(STATE_MISMATCH)
+    shared = flow.pop("connector_shared", None)
+    reconnect_id = flow.pop("connector_account", None)
+    if flow.pop("connector_user", None) != current_user.id:
+        log.warning("callback refused: the sign-in was started by another user")
+        return _error_page(OTHER_USER)
     identity, problem = _registered_identity()
     if problem is not None:
         return problem
     if identity is None:
         return _error_page("The Microsoft 365 app registration was removed during the sign-in: ask an admin.", 409)
-    shared = flow.pop("connector_shared", None)
     if "error" in request.args:
         explained = _explain_callback_error(identity, request.args)
         log.info("connect ended with %s (AADSTS%s)", request.args.get("error"), explained.code)
         return _error_page(explained.message)
     try:
         connected = identity.finish_connect(flow, request.args.to_dict())
+        if shared:
+            _prove_access(identity, connected, shared)
     except IdentityError as exc:
         return _error_page(exc.explained.message)
-    account, created = accounts.connect(session, rt.vault, current_user, connected, shared)
-    session.commit()
+    except delegation.AccessRefused as exc:
+        return _error_page(str(exc), 403)
+    try:
+        result = _store_connection(connected, shared, reconnect_id)
+    except accounts.ConnectRefused as exc:
+        session.rollback()
+        return _error_page(str(exc), 403)
     rt.wakeup.set()
-    flash(f"{account.address} is connected." if created else f"{account.address} is reconnected.", "success")
+    flash(_connected_message(result), "success" if result.outcome != "joined" else "info")
     return redirect(url_for(".index"))
+
+
+def _prove_access(identity, connected, shared: str) -> None:
+    """The delegate's fresh token must open the shared mailbox before anything is stored (see delegation.py)."""
+    rt = runtime()
+    session = db()
+    folder = accounts.folder_to_prove(session, shared)
+    session.commit()  # no transaction is held across the IMAP sign-in
+    token, _ = identity.mail_token(connected.token_cache, connected.home_account_id)
+    ms = rt.settings.microsoft
+    delegation.prove_full_access(ms.imap_host, ms.imap_port, rt.settings.ca_bundle, shared=shared,
+                                 delegate=connected.username, token=token, folder=folder)
+
+
+def _store_connection(connected, shared: str | None, reconnect_id: int | None) -> accounts.Connection:
+    """accounts.connect, committed; raises ConnectRefused. A shared mailbox arrives here proven."""
+    def store() -> accounts.Connection:
+        result = accounts.connect(db(), runtime().vault, current_user, connected, shared_address=shared,
+                                  access_proven=bool(shared), reconnect_id=reconnect_id)
+        db().commit()
+        return result
+    try:
+        return store()
+    except IntegrityError:  # the same mailbox was created at this moment elsewhere: decide again against it
+        db().rollback()
+        return store()
+
+
+def _connected_message(result: accounts.Connection) -> str:
+    address = result.account.address
+    if result.outcome == "created":
+        return f"{address} is connected."
+    if result.outcome == "reconnected":
+        return f"{address} is reconnected."
+    owner = db().get(User, result.account.connected_by_id) if result.account.connected_by_id else None
+    by = f" by {owner.email}" if owner else ""
+    return (f"{address} is already connected{by}; you proved your access and can see its tickets. Only its "
+            "owner or an admin can reconnect it or change its settings.")
 
 
 def _explain_callback_error(identity, args) -> Explained:
@@ -150,23 +254,19 @@ def _account_or_404(account_id: int):
     return account
 
 
-@bp.get("/accounts/<int:account_id>/reconnect")
-@login_required
-def reconnect(account_id: int):
+def _managed_account(account_id: int):
+    """The mailbox if the user may manage it: 404 if they do not see it, 403 if they are only a member."""
     account = _account_or_404(account_id)
-    args = {"login_hint": account.token_owner or account.address}
-    if account.token_owner and account.token_owner != account.address:
-        args["mailbox"] = account.address
-    return redirect(url_for(".connect", **args))
+    if not accounts.can_manage(current_user, account):
+        abort(403, f"Only the owner of {account.address} or an admin can do this; members read and answer its "
+                   "tickets.")
+    return account
 
 
 @bp.post("/accounts/<int:account_id>/disconnect")
 @login_required
 def disconnect(account_id: int):
-    account = _account_or_404(account_id)
-    form = FlaskForm()
-    if not form.validate_on_submit():
-        abort(400)
+    account = _managed_account(account_id)
     accounts.disconnect(db(), account, current_user)
     db().commit()
     flash(f"{account.address} is disconnected: its tokens are deleted, its tickets stay.", "info")
@@ -176,40 +276,43 @@ def disconnect(account_id: int):
 @bp.post("/accounts/<int:account_id>/members")
 @login_required
 def add_member(account_id: int):
-    if not current_user.is_admin:
-        abort(403, "Only admins manage members.")
-    account = _account_or_404(account_id)
+    account = _managed_account(account_id)
     form = MemberForm()
-    if form.validate_on_submit():
-        user = users.find_user(db(), form.email.data)
-        if user is None:
-            flash(f"No user {form.email.data}: add them under Admin > Users first.", "error")
-        elif db().get(AccountMember, (account.id, user.id)) is None:
-            db().add(AccountMember(account_id=account.id, user_id=user.id))
-            db().commit()
-            flash(f"{user.email} can now see the tickets of {account.address}.", "success")
+    if not form.validate_on_submit():
+        flash("Enter the email of a user to add.", "error")
+        return redirect(url_for(".index"))
+    user = users.find_user(db(), form.email.data)
+    if user is None or not user.is_active:
+        flash(f"No active user {form.email.data}: add them under Admin > Users first.", "error")
+    elif user.is_admin:
+        flash(f"{user.email} is an admin: admins see every mailbox already.", "info")
+    elif account.connected_by_id == user.id:
+        flash(f"{user.email} owns {account.address} already.", "info")
+    elif accounts.add_member(db(), account, user):
+        db().commit()
+        log.info("mailbox %s: %s added member %s", account.address, current_user.email, user.email)
+        flash(f"{user.email} can now see the tickets of {account.address}.", "success")
+    else:
+        flash(f"{user.email} is a member of {account.address} already.", "info")
     return redirect(url_for(".index"))
 
 
 @bp.post("/accounts/<int:account_id>/members/<int:user_id>/remove")
 @login_required
 def remove_member(account_id: int, user_id: int):
-    if not current_user.is_admin:
-        abort(403, "Only admins manage members.")
-    form = FlaskForm()
-    if not form.validate_on_submit():
-        abort(400)
-    row = db().get(AccountMember, (account_id, user_id))
-    if row is not None:
-        db().delete(row)
+    account = _managed_account(account_id)
+    user = db().get(User, user_id)
+    if accounts.remove_member(db(), account, user_id):
         db().commit()
+        log.info("mailbox %s: %s removed member %s", account.address, current_user.email, user.email if user else user_id)
+        flash(f"{user.email if user else 'The member'} can no longer see the tickets of {account.address}.", "success")
     return redirect(url_for(".index"))
 
 
 @bp.post("/accounts/<int:account_id>/settings")
 @login_required
 def settings(account_id: int):
-    account = _account_or_404(account_id)
+    account = _managed_account(account_id)
     form = SettingsForm(prefix=f"a{account.id}")
     if form.validate_on_submit():
         if form.post_import_action.data == "move" and not form.move_to_folder.data.strip():

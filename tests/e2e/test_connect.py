@@ -1,8 +1,9 @@
 """End to end in Chromium against the real `connector serve` and the test identity provider.
 
-An admin registers the Azure app on "Microsoft 365 app", an agent clicks "Connect Microsoft 365",
-signs in and consents on the provider's pages, and lands back on the mailbox list; the Cancel and
-wrong-secret paths end on their sentences.
+An admin registers the Azure app on "Microsoft 365 app", an agent clicks "Connect Microsoft 365" (a form
+POST whose redirect to the authority the page's CSP must allow), signs in and consents on the provider's
+pages, and lands back on the mailbox list; "Reconnect" goes the same way; the Cancel and wrong-secret
+paths end on their sentences. No page may report a Content-Security-Policy violation.
 """
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ def live_org(make_org, server):
     return make_org(redirect_uri=server.callback_url)
 
 
+@pytest.fixture
+def csp_reports(page: Page) -> list[str]:
+    """Chromium's console messages about the Content-Security-Policy (a blocked form says so there)."""
+    reports: list[str] = []
+    page.on("console", lambda message: reports.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    return reports
+
+
 def sign_in(page: Page, server, email: str) -> None:
     page.goto(server.url("/login"))
     page.get_by_label("Email").fill(email)
@@ -64,14 +74,21 @@ def register_app(page: Page, org, secret: str | None = None) -> None:
 
 
 def consent_at_idp(page: Page, server, idp, mailbox: str, password: str, accept: bool = True) -> None:
-    page.get_by_role("link", name="Connect Microsoft 365").click()
+    page.get_by_role("button", name="Connect Microsoft 365").click()
     # "Connect Microsoft 365" sends the browser straight to the authority
+    sign_in_at_idp(page, idp, mailbox, password, consent="accept" if accept else "cancel")
+
+
+def sign_in_at_idp(page: Page, idp, email: str, password: str, consent: str | None = "accept") -> None:
+    """On the provider's pages: sign in, then Accept or Cancel the consent page (None: it is not shown,
+    because this user consented before)."""
     expect(page).to_have_url(re.compile("^" + re.escape(idp.url) + "/"))
-    page.get_by_label("Email, phone, or Skype").fill(mailbox)
+    page.get_by_label("Email, phone, or Skype").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text("Read and write access to mailboxes via IMAP")).to_be_visible()
-    page.get_by_role("button", name="Accept" if accept else "Cancel").click()
+    if consent is not None:
+        expect(page.get_by_text("Read and write access to mailboxes via IMAP")).to_be_visible()
+        page.get_by_role("button", name="Accept" if consent == "accept" else "Cancel").click()
 
 
 def stored_tokens(server, address: str) -> set[str]:
@@ -88,7 +105,8 @@ def stored_tokens(server, address: str) -> set[str]:
             for entry in cache.get(section, {}).values()}
 
 
-def test_admin_registers_the_app_and_an_agent_connects_a_mailbox(page, server, live_org, idp, tmp_path):
+def test_admin_registers_the_app_and_an_agent_connects_a_mailbox(page, server, live_org, idp, tmp_path,
+                                                                  csp_reports):
     sign_in(page, server, ADMIN)
     register_app(page, live_org)
     expect(page.get_by_role("status")).to_contain_text("Saved")
@@ -114,9 +132,19 @@ def test_admin_registers_the_app_and_an_agent_connects_a_mailbox(page, server, l
     expect(row).to_be_visible()
     expect(row.locator(".status")).to_have_text("connected")
     expect(page.get_by_role("status")).to_contain_text(f"{mailbox} is connected")
-    expect(row.get_by_role("link", name="Reconnect")).to_be_visible()
+    expect(row.locator(".owner")).to_have_text(re.compile("^" + re.escape(AGENT)))
+    expect(row.get_by_role("button", name="Reconnect")).to_be_visible()
     expect(row.get_by_role("button", name="Disconnect")).to_be_visible()
     page.screenshot(path=str(tmp_path / "accounts.png"), full_page=True)
+
+    # Reconnect: a form too, to the authority with the mailbox as login hint; consent was given already
+    row.get_by_role("button", name="Reconnect").click()
+    expect(page.get_by_label("Email, phone, or Skype")).to_have_value(mailbox)
+    sign_in_at_idp(page, idp, mailbox, "alice-pw", consent=None)
+    expect(page).to_have_url(server.url("/accounts"))
+    expect(page.get_by_role("status")).to_contain_text(f"{mailbox} is reconnected")
+    expect(page.locator("tr", has_text=mailbox)).to_have_count(1)
+    assert csp_reports == []
 
     # nothing secret reached the server's output: not the client secret, the code, or any token
     secrets = {live_org.secret, *callback_codes, *stored_tokens(server, mailbox)}
@@ -127,7 +155,7 @@ def test_admin_registers_the_app_and_an_agent_connects_a_mailbox(page, server, l
         assert secret not in logs and secret not in page.content()
 
 
-def test_cancel_at_the_consent_page_says_what_to_do(page, server, live_org, idp):
+def test_cancel_at_the_consent_page_says_what_to_do(page, server, live_org, idp, csp_reports):
     sign_in(page, server, ADMIN)
     register_app(page, live_org)
     expect(page.get_by_role("status")).to_contain_text("Saved")
@@ -142,6 +170,7 @@ def test_cancel_at_the_consent_page_says_what_to_do(page, server, live_org, idp)
     page.get_by_role("link", name="Back to mailboxes").click()
     expect(page).to_have_url(server.url("/accounts"))
     expect(page.locator("tr", has_text=mailbox)).to_have_count(0)
+    assert csp_reports == []
 
 
 def test_a_wrong_secret_is_explained_on_save(page, server, live_org):

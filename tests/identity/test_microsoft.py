@@ -79,6 +79,7 @@ def test_connect_flow_and_silent_refresh(identity, org, ca, idp):
     connected = identity.finish_connect(flow, args)
     assert connected.username == mailbox and connected.display_name == "Alice Example"
     assert connected.tenant_id == org.tenant_id and connected.home_account_id.endswith(org.tenant_id)
+    assert connected.object_id == idp.users[mailbox].oid  # the ID token's oid: who signed in, for good
     cache = json.loads(connected.token_cache)
     assert cache["RefreshToken"] and cache["AccessToken"]
 
@@ -156,6 +157,19 @@ def test_an_id_token_without_a_username(identity, org, ca, mocker):
     with pytest.raises(IdentityError) as missing:
         identity.finish_connect(flow, args)
     assert "did not say which account signed in" in explained(missing)
+
+
+@pytest.mark.parametrize("missing", ["oid", "tid"])
+def test_an_id_token_without_tid_and_oid_connects_nothing(identity, org, ca, mocker, missing):
+    """Without tid + oid a mailbox could only be tied to a name, which can change hands."""
+    mailbox = org.add_user(f"hal-{missing}")
+    flow, args = connect(identity, mailbox, ca)
+    claims = {"preferred_username": mailbox, "tid": org.tenant_id, "oid": "9f0c5b1e-0000-4000-8000-000000000001"}
+    del claims[missing]
+    mocker.patch.object(MicrosoftIdentity, "verify_id_token", return_value=claims)
+    with pytest.raises(IdentityError) as unknown:
+        identity.finish_connect(flow, args)
+    assert explained(unknown).startswith("Microsoft did not say who signed in (no tid and oid in the ID token)")
 
 
 def test_jwks_unreachable(identity, org, ca, mocker):

@@ -58,6 +58,7 @@ class User:
     oid: str = field(default_factory=new_guid)
     needs_admin_consent: bool = False
     mailboxes: set[str] = field(default_factory=set)  # Full Access to these (lower-case)
+    send_as: set[str] = field(default_factory=set)  # "Send As" on these (lower-case)
 
     @property
     def given_name(self) -> str:

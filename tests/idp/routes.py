@@ -1,6 +1,7 @@
 """HTTP routes: Microsoft's v2.0 endpoints, /introspect for the mail servers, /_test/ controls."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -120,6 +121,23 @@ def build_app(idp: IdentityProvider) -> Flask:
         scope = request.args.get("scope") or request.form.get("scope") or None
         return jsonify(idp.introspect(token, user=user, scope=scope))
 
+    @app.post("/introspect/grant")
+    def introspect_grant() -> Response:
+        """Dovecot's oauth2 passdb in password-grant mode posts `grant_type=password&username=<login>
+        &password=<bearer token>`: the one way Dovecot 2.3 sends the login name along with the token
+        (it does not expand %u in introspection_url). Answers like /introspect?user=<login>, as an
+        OAuth token response that Dovecot reads: 400 invalid_grant when the token may not open it."""
+        login = request.form.get("username", "")
+        answer = idp.introspect(request.form.get("password", ""), user=login) if login else {"active": False}
+        if request.form.get("grant_type") != "password" or not answer.get("active"):
+            response = jsonify({"error": "invalid_grant",
+                                "error_description": "The token may not open this mailbox."})
+            response.status_code = 400
+            return response
+        return jsonify({"access_token": request.form["password"], "token_type": "Bearer",
+                        "expires_in": max(0, int(answer["exp"]) - int(time.time())),
+                        "username": answer["username"], "active": "true"})
+
     @app.route("/oidc/userinfo", methods=["GET", "POST"])
     def userinfo() -> Response:
         auth = request.headers.get("Authorization", "")
@@ -188,6 +206,18 @@ def _control_routes(app: Flask, idp: IdentityProvider) -> None:
     def grant_mailbox_access() -> Response:
         data = body()
         idp.grant_mailbox_access(data["email"], data["mailbox"])
+        return jsonify({"ok": True})
+
+    @app.post("/_test/remove_mailbox_access")
+    def remove_mailbox_access() -> Response:
+        data = body()
+        idp.remove_mailbox_access(data["email"], data["mailbox"])
+        return jsonify({"ok": True})
+
+    @app.post("/_test/grant_send_as")
+    def grant_send_as() -> Response:
+        data = body()
+        idp.grant_send_as(data["email"], data["mailbox"])
         return jsonify({"ok": True})
 
     @app.post("/_test/grant_admin_consent")

@@ -222,9 +222,21 @@ class IdentityProvider:
             return user
 
     def grant_mailbox_access(self, user: User | str, mailbox: str) -> None:
-        """Full Access delegation: `user`'s tokens may open `mailbox` (IMAP user= / SMTP)."""
+        """Full Access (Add-MailboxPermission -AccessRights FullAccess): `user`'s tokens may sign in
+        as `mailbox` (IMAP and SMTP `user=`). It does not include Send As, as at Exchange."""
         with self.lock:
             self._user(user).mailboxes.add(mailbox.lower())
+
+    def remove_mailbox_access(self, user: User | str, mailbox: str) -> None:
+        """Remove-MailboxPermission: the next sign-in as `mailbox` with `user`'s token fails."""
+        with self.lock:
+            self._user(user).mailboxes.discard(mailbox.lower())
+
+    def grant_send_as(self, user: User | str, mailbox: str) -> None:
+        """Add-RecipientPermission -AccessRights SendAs: mail from `mailbox` submitted with `user`'s
+        token is accepted (without it Exchange answers 554 5.2.0 SendAsDenied after DATA)."""
+        with self.lock:
+            self._user(user).send_as.add(mailbox.lower())
 
     def grant_admin_consent(self, tenant: Tenant | str, app: App | str) -> None:
         """An admin consented for the whole tenant (what /adminconsent records)."""
@@ -304,8 +316,9 @@ class IdentityProvider:
 
     def introspect(self, token: str, user: str | None = None, scope: str | None = None) -> dict:
         """RFC 7662-style answer: active only for a valid, unrevoked Outlook token with IMAP/SMTP
-        scope whose owner is `user` or has Full Access to mailbox `user`. `scope` (space
-        separated) requires those scopes instead of "any of IMAP/SMTP/POP"."""
+        scope whose owner is `user` or has Full Access to mailbox `user` (checked now, so removing
+        the permission bites at the next sign-in). `scope` (space separated) requires those scopes
+        instead of "any of IMAP/SMTP/POP"."""
         inactive = {"active": False}
         try:
             claims = self.signer.verify(token)
@@ -329,7 +342,10 @@ class IdentityProvider:
             login = user if user else owner.email
             if login.lower() != owner.email.lower() and login.lower() not in owner.mailboxes:
                 return inactive
+            senders = " ".join([owner.email.lower(), *sorted(owner.send_as)])
+        # send_as (a space-separated string, so Dovecot's JSON reader keeps it) is for the test SMTP
+        # server: the addresses this token may put in MAIL FROM and From:.
         return {"active": True, "username": login, "scope": claims["scp"], "exp": claims["exp"],
                 "client_id": claims.get("appid"), "sub": claims.get("oid"), "upn": owner.email,
-                "token_type": "Bearer"}
+                "send_as": senders, "token_type": "Bearer"}
 

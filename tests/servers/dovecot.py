@@ -6,9 +6,15 @@ delivery, real maildirs: the app is tested against a server that behaves like on
 Dovecot 2.3 does NOT expand variables such as %u in `introspection_url` (a literal `%u` even
 crashes the auth process), so the login name cannot be put in the URL per request. Instead the
 IdP answers with the token owner's name and Dovecot refuses the login when that name differs from
-the SASL login (case-insensitively: both sides go through `%Lu`). For logins whose token belongs to
-someone else (a delegate opening a shared mailbox), pass them as `shared_mailboxes`: each gets its
-own passdb, selected by `username_filter`, whose URL carries a fixed `?user=<login>`.
+the SASL login (case-insensitively: both sides go through `%Lu`).
+
+Delegation (a delegate's token, the shared mailbox's address as `user=`), as Exchange checks Full
+Access at AUTHENTICATE: when the owner check fails, a second oauth2 passdb in password-grant mode
+(`use_grant_password`) posts `username=<login>&password=<token>` to `<introspection_url>/grant`,
+the one request in which Dovecot 2.3 sends the login name with the token; the IdP answers for that
+login (own mailbox, or Full Access granted), so any address works and a removed permission bites at
+the next sign-in. `shared_mailboxes` still get a passdb of their own, selected by `username_filter`,
+whose introspection URL carries a fixed `?user=<login>` (the plain introspection path for them).
 """
 from __future__ import annotations
 
@@ -324,6 +330,9 @@ class DovecotServer:
             conf.write_text(self._oauth2_conf(_with_user(self.introspection_url, login), idp_ca))
             passdbs.append(_passdb(conf, username_filter=login))
         passdbs.append(_passdb(oauth2_conf))
+        delegated_conf = self.workdir / "oauth2-delegated.conf.ext"
+        delegated_conf.write_text(self._delegation_conf(self.introspection_url.rstrip("/") + "/grant", idp_ca))
+        passdbs.append(_passdb(delegated_conf))
         folders = "\n".join(
             f'  mailbox "{name}" {{\n    special_use = {use}\n    auto = subscribe\n  }}'
             for name, use in EXCHANGE_FOLDERS.items()
@@ -428,6 +437,22 @@ protocol lmtp {{
 introspection_mode = post
 introspection_url = {url}
 force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+tls_ca_cert_file = {ca_file}
+timeout_msecs = 10000
+"""
+
+    @staticmethod
+    def _delegation_conf(grant_url: str, ca_file: Path) -> str:
+        # client_id/client_secret only make Dovecot accept the grant mode; the IdP does not check them.
+        return f"""\
+grant_url = {grant_url}
+use_grant_password = yes
+client_id = dovecot
+client_secret = dovecot
+force_introspection = no
 username_attribute = username
 active_attribute = active
 active_value = true

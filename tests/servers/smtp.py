@@ -4,6 +4,10 @@ Dovecot's own submission service cannot stand in: it refuses command lines over 
 real `AUTH XOAUTH2 <base64 JWT>` line is 2-4 KB. This one takes long AUTH lines, requires STARTTLS
 before AUTH, checks the bearer token at the test IdP over verified HTTPS, enforces "send as", and
 can be told to fail the next attempts with Exchange's codes.
+
+Delegation as at Exchange: `AUTH XOAUTH2` as a shared mailbox with a delegate's token needs Full
+Access (the IdP's introspection answers for that login); mail from an address other than the
+token owner's own needs "Send As" on it (the IdP's `send_as`), else 554 5.2.0 SendAsDenied after DATA.
 """
 from __future__ import annotations
 
@@ -52,6 +56,12 @@ class Received(NamedTuple):
     rcpt_tos: list[str]
     raw: bytes
     auth_login: str
+
+
+class SignedIn(NamedTuple):
+    """What a successful AUTH leaves on the session: the login, and whom the token may send as."""
+    login: str
+    senders: frozenset[str]
 
 
 class _ExchangeSMTP(SMTP):
@@ -148,8 +158,8 @@ class SmtpServer:
             queue = self._failures[stage]
             return queue.popleft() if queue else None
 
-    def _token_valid(self, login: str, token: str) -> bool | None:
-        """True/False from the IdP; None if the IdP could not be asked (a temporary failure)."""
+    def _token_valid(self, login: str, token: str) -> SignedIn | bool | None:
+        """SignedIn or False from the IdP; None if the IdP could not be asked (a temporary failure)."""
         try:
             response = self._http.post(
                 self.introspection_url,
@@ -163,7 +173,12 @@ class SmtpServer:
         except (requests.RequestException, ValueError):
             return None
         username = str(answer.get("username", ""))
-        return answer.get("active") is True and username.lower() == login.lower()
+        if answer.get("active") is not True or username.lower() != login.lower():
+            return False
+        # Whom the token's owner may send as: its own address and Send As grants (the IdP says);
+        # an introspection server that does not say allows the login only.
+        senders = str(answer.get("send_as") or login).lower().split()
+        return SignedIn(login, frozenset(senders))
 
 
 class _Handler:
@@ -196,7 +211,7 @@ class _Handler:
             return AuthResult(success=False, handled=False, message=AUTH_FAILED)
         with self.server._lock:
             self.server.auth_count += 1
-        return AuthResult(success=True, auth_data=login, message=AUTH_OK)
+        return AuthResult(success=True, auth_data=valid, message=AUTH_OK)
 
     async def handle_MAIL(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -223,10 +238,13 @@ class _Handler:
         failure = self.server._take_failure("data")
         if failure:
             return failure
-        login = str(session.auth_data or "")
+        signed_in = session.auth_data
+        if not isinstance(signed_in, SignedIn):
+            return "530 5.7.57 Client not authenticated to send mail"
+        login = signed_in.login
         raw = bytes(envelope.original_content or b"")
         mail_from = envelope.mail_from or ""
-        if not _may_send_as(login, mail_from, raw):
+        if not _may_send_as(signed_in.senders, mail_from, raw):
             return SEND_AS_DENIED
         rcpt_tos = list(envelope.rcpt_tos)
         try:
@@ -258,11 +276,10 @@ def _parse_xoauth2(blob: bytes) -> tuple[str, str]:
     return fields.get("user", ""), token.strip()
 
 
-def _may_send_as(login: str, mail_from: str, raw: bytes) -> bool:
-    """The envelope sender and the From: header must be the authenticated mailbox."""
-    allowed = login.lower()
-    if mail_from.lower() != allowed:
+def _may_send_as(senders: frozenset[str], mail_from: str, raw: bytes) -> bool:
+    """The envelope sender and every From: address must be one the token may send as."""
+    if mail_from.lower() not in senders:
         return False
     headers = BytesHeaderParser().parsebytes(raw)
     from_values = headers.get_all("From") or []
-    return all(addr.lower() == allowed for _, addr in getaddresses([str(v) for v in from_values]))
+    return all(addr.lower() in senders for _, addr in getaddresses([str(v) for v in from_values]))

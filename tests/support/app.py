@@ -56,9 +56,23 @@ def save_registration(client, org: Org, secret: str | None = None, tenant: str |
         "csrf_token": csrf_token(page.get_data(as_text=True))})
 
 
-def start_connect(client, **params):
-    """GET /accounts/connect/microsoft; returns the authorize URL at the IdP."""
-    response = client.get("/accounts/connect/microsoft", query_string=params)
+def post_form(client, path: str, data: dict | None = None, page: str = "/accounts"):
+    """POST `data` to `path` with a CSRF token taken from `page` (any page of the signed-in user has one)."""
+    token = csrf_token(client.get(page).get_data(as_text=True))
+    return client.post(path, data={"csrf_token": token, **(data or {})})
+
+
+def start_connect(client, mailbox: str | None = None):
+    """The "Connect Microsoft 365" (or, with `mailbox`, "Connect a shared mailbox") form: a POST with the
+    CSRF token; returns the authorize URL at the IdP."""
+    response = post_form(client, "/accounts/connect/microsoft", {"mailbox": mailbox} if mailbox else None)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response.headers["Location"]
+
+
+def start_reconnect(client, account_id: int):
+    """The "Reconnect" form of one mailbox; returns the authorize URL at the IdP."""
+    response = post_form(client, f"/accounts/{account_id}/reconnect")
     assert response.status_code == 302, response.get_data(as_text=True)
     return response.headers["Location"]
 
@@ -68,10 +82,18 @@ def finish_connect(client, redirect_url: str):
     return client.get(parts.path, query_string=parts.query)
 
 
-def connect_mailbox(client, ca_path, email: str, password: str = "pw", consent: bool = True, **params):
-    """The whole connect flow without a browser: app -> IdP sign-in and consent -> callback."""
-    authorize_url = start_connect(client, **params)
+def connect_mailbox(client, ca_path, email: str, password: str = "pw", consent: bool = True,
+                    mailbox: str | None = None):
+    """The whole connect flow without a browser: app -> IdP sign-in and consent -> callback.
+    `mailbox` connects that shared mailbox with `email` as the delegate."""
+    authorize_url = start_connect(client, mailbox)
     redirect = complete_authorization(authorize_url, email, password, consent=consent, ca_path=ca_path)
+    return finish_connect(client, redirect)
+
+
+def reconnect_mailbox(client, ca_path, account_id: int, email: str, password: str = "pw"):
+    """The "Reconnect" button's whole flow, signing in as `email`."""
+    redirect = complete_authorization(start_reconnect(client, account_id), email, password, ca_path=ca_path)
     return finish_connect(client, redirect)
 
 

@@ -44,20 +44,25 @@ def register(app, org) -> None:
                           client_secret=org.secret, secret_expires_on=None, by="test")
 
 
-def connect(app, org, ca, user, local: str | None = None, **params) -> tuple[int, str]:
-    """Register the Azure app (once) and connect a new mailbox as `user`; returns (account id, address)."""
+def connect(app, org, ca, user, local: str | None = None, mailbox: str | None = None) -> tuple[int, str]:
+    """Register the Azure app (once) and connect a mailbox as `user`: the IdP user `local` (added unless it
+    exists), or with `mailbox` the shared mailbox it has Full Access to. Returns (account id, address)."""
     rt = app.extensions["connector"]
     with rt.db.session() as session:
         if registration.stored(session) is None:
             registration.save(session, rt.settings, rt.vault, client_id=org.client_id, tenant=org.tenant_id,
                               client_secret=org.secret, secret_expires_on=None, by="test")
-    address = org.add_user(local or f"box{next(_n)}")
+    local = local or f"box{next(_n)}"
+    address = f"{local}@{org.domain}"
+    if address.lower() not in org.idp.users:
+        org.add_user(local)
     client = app.test_client()
     login(client, user.email)
-    response = connect_mailbox(client, org.ca_path if hasattr(org, "ca_path") else ca.ca_path, address, **params)
+    response = connect_mailbox(client, org.ca_path if hasattr(org, "ca_path") else ca.ca_path, address,
+                               mailbox=mailbox)
     assert response.status_code == 302, response.get_data(as_text=True)
     with rt.db.session() as session:
-        account = session.scalar(select(Account).where(Account.address == (params.get("mailbox") or address)))
+        account = session.scalar(select(Account).where(Account.address == (mailbox or address)))
         return account.id, account.address
 
 

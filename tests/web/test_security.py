@@ -301,7 +301,7 @@ def test_rotated_keys_still_decrypt_and_new_data_uses_the_first(make_app, org, c
     client = rotated.test_client()
     login(client, admin)
     page = _text(client.get("/accounts"))
-    assert 'data-status="connected"' in page and "Connect Microsoft 365</a>" in page
+    assert 'data-status="connected"' in page and "Connect Microsoft 365</button>" in page
     assert save_registration(client, org).status_code == 302
     with rt.db.session() as session:
         Fernet(new).decrypt(session.scalar(select(AppRegistration)).client_secret_enc)
@@ -320,7 +320,7 @@ def test_a_lost_key_means_reconnecting_not_a_crash(make_app, org, ca, monkeypatc
     page = client.get("/accounts")
     assert page.status_code == 200 and "finn@" in _text(page)
     assert client.get("/admin/microsoft").status_code == 200
-    connect = client.get("/accounts/connect/microsoft")
+    connect = client.post("/accounts/connect/microsoft", data={"csrf_token": csrf_token(_text(page))})
     assert connect.status_code < 500
     assert "cannot be decrypted with the configured encryption key" in _text(connect)
     assert "save the client secret again" in _text(connect)
