@@ -42,3 +42,21 @@ def test_any_other_text_with_nul_is_stored_too(rt):
     with rt.db.session() as session:
         body = session.scalar(select(Article.body_text).where(Article.ticket_id == ticket_id))
     assert body == ("Odd \ufffd paste." if rt.db.engine.dialect.name == "postgresql" else "Odd \x00 paste.")
+
+
+def test_times_are_kept_as_naive_utc(rt):
+    """A mail's Date in another zone is stored in UTC, and comes back exactly, whatever the server's own time
+    zone (the test PostgreSQL runs in Pacific/Chatham, +13:45)."""
+    from datetime import datetime
+
+    raw = (b"From: ann@example.net\r\nTo: desk@x.test\r\nSubject: When\r\nMessage-ID: <when@example.net>\r\n"
+           b"Date: Tue, 01 Dec 2026 10:00:00 +0500\r\n\r\nBody\r\n")
+    with rt.db.session() as session:
+        account = Account(address="desk@x.test")
+        session.add(account)
+        session.flush()
+        tickets.ingest(session, account, raw, parse_message(raw))
+    with rt.db.session() as session:
+        article = session.scalar(select(Article))
+        assert article.date == datetime(2026, 12, 1, 5, 0) and article.date.tzinfo is None
+        assert abs((article.created_at - datetime.utcnow()).total_seconds()) < 120
