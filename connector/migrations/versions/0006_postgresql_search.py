@@ -127,11 +127,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
         return
     op.execute("DROP SEQUENCE IF EXISTS ticket_numbers")
     op.execute("ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTENDED")
-    op.execute("ALTER TABLE blobs ALTER COLUMN data SET COMPRESSION default")
+    if int(bind.execute(text("SHOW server_version_num")).scalar()) >= 140000:  # per-column compression: 14+
+        op.execute("ALTER TABLE blobs ALTER COLUMN data SET COMPRESSION default")
     for name in TRIGRAM_COLUMNS:
         op.execute(f"DROP INDEX IF EXISTS ix_tickets_{name}_trgm")
     op.execute("DROP INDEX IF EXISTS ix_articles_search")
