@@ -202,7 +202,7 @@ def test_connector_init_creates_a_database_from_nothing(empty_database, app_conf
 
 
 @pytest.mark.backends("postgresql", reason="PostgreSQL's extensions")
-def test_without_extension_privileges_the_migration_goes_on_and_search_still_works(postgres):
+def test_without_extension_privileges_the_migration_goes_on_and_search_still_works(postgres, database_backend):
     """A role that may not create extensions (no CREATE on the database): revision 0006 goes on without
     unaccent and pg_trgm; the search finds the same by words and any part of a ticket's fields, only
     diacritics are not folded then."""
