@@ -162,7 +162,8 @@ def ingest_batch(session: Session, account: Account,
                                           Article.message_id, wanted, Article.account_id == account.id):
         if mid not in by_ref or art_id > by_ref[mid][0]:
             by_ref[mid] = (art_id, ticket_id)
-    numbers = {int(m.group(1)) for _, headers, _, _ in mails for m in TAG_RE.finditer(headers.subject or "")}
+    numbers = {int(m.group(1)) for _, headers, _, _ in mails for m in TAG_RE.finditer(headers.subject or "")
+               if len(m.group(1)) <= 9}  # ticket numbers are INTEGER: a longer tag names none (PostgreSQL would fail)
     by_number = {number: tid for number, tid in _lookup(conn, select(Ticket.number, Ticket.id), Ticket.number,
                                                          numbers, Ticket.account_id == account.id)}
     statuses = dict(_lookup(conn, select(Ticket.id, Ticket.status), Ticket.id,
@@ -408,6 +409,8 @@ def _matches(session: Session, text_q: str):
     trigram indexes on the ticket fields (revision 0006).
     """
     number = TAG_RE.search(text_q) or re.fullmatch(r"#?(\d+)", text_q)
+    if number and len(number.group(1)) > 9:
+        number = None  # not a ticket number (INTEGER); longer digits are only text
     needle = f"%{_escape_like(text_q)}%"
     in_fields = or_(Ticket.subject.ilike(needle, escape="\\"), Ticket.customer_address.ilike(needle, escape="\\"),
                     Ticket.customer_name.ilike(needle, escape="\\"))

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..config import ConfigError, Settings
 from ..crypto import flask_secret_key
 from ..runtime import Runtime, configure_logging
-from . import accounts, admin, api, auth, security, tickets, tokens
+from . import accounts, admin, api, auth, params, security, tickets, tokens
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -65,6 +65,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | Non
         hops = settings.app.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
+    app.url_map.converters["int"] = params.DatabaseIdConverter  # before any route is added
     csrf.init_app(app)
     security.init_app(app)
     for module in (auth, tokens, admin, accounts, tickets, api):
