@@ -65,3 +65,14 @@ def test_two_writers_take_numbers_without_waiting_for_each_other(rt):
         numbers = {t.id: t.number for t in session.scalars(select(Ticket))}
     assert set(numbers) == {first_ticket, second_ticket, third_ticket}
     assert len(set(numbers.values())) == 3 and min(numbers.values()) >= 10001
+
+
+def test_a_tag_or_search_with_more_digits_than_a_ticket_number_names_no_ticket(rt):
+    """Ticket numbers are INTEGER: "[#123456789012]" in a subject (or a search) is text, not an error that
+    fails the whole batch on PostgreSQL."""
+    (box,) = _accounts(rt, "desk@x.test")
+    with rt.db.session() as session:
+        admin = users.create_user(session, "admin@x.test", PASSWORD, "admin")
+        ticket_id = _new_ticket(session, box, "Re: about [#123456789012] and [#99999999999999]")
+        found = [t.id for t in tickets.search_tickets(session, admin, q="#123456789012").items]
+        assert found == [ticket_id]  # by the subject's text
