@@ -3,14 +3,14 @@
 Crash safety comes from the order of writes: the articles of a batch and the new `last_uid` are
 committed in one transaction, the post-import action (mark read, move, delete) runs only after that
 commit, and Message-ID dedup makes any re-fetch harmless. A mail that fails three times, or whose parse
-overruns its time budget once (parsing.py), is quarantined with its raw bytes so the sync moves on.
+overruns its time budget once (parse_pool.py), is quarantined with its raw bytes so the sync moves on.
 
 Speed, for a big first import: a fetching thread (`_Fetcher`) fetches batch n+1 and hands it to
 the parser pool and to the pack writers (SQLite: raw mail goes to pack files, see blobs.py) while
 this thread stores batch n; each batch is committed once its pack is durable. A backlog (a batch
 of `DEFER_BODIES_FROM` mails or more) is parsed for its headers only, which is enough to dedup,
 thread and open tickets; body and attachments are extracted from the stored raw mail afterwards
-(bodies.py). New mail arrives in small batches and is parsed whole.
+(extract.py). New mail arrives in small batches and is parsed whole.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import accounts, blobs, parsing, registration, tickets
+from . import accounts, blobs, parse_pool, registration, tickets
 from .crypto import DecryptionError
 from .identity.microsoft import IdentityError
 from .mail.imap import ImapError, ImapMailbox
@@ -55,7 +55,7 @@ class PassResult:
     ignored: int = 0
     quarantined: int = 0
     failed: int = 0
-    deferred: int = 0  # of the imported, how many wait for their body to be extracted (bodies.py)
+    deferred: int = 0  # of the imported, how many wait for their body to be extracted (extract.py)
     ticket_ids: set[int] = field(default_factory=set)
 
     def summary(self) -> str:
@@ -74,7 +74,7 @@ class AccountSync:
         self.mailbox: ImapMailbox | None = None
         self.folder: str | None = None
         self.files = blobs.BlobFiles.for_bind(rt.db.engine)  # where raw mail goes on SQLite (None: the table)
-        parsing.warm_up()  # in the background: the first new mail should not wait for a parser process to start
+        parse_pool.warm_up()  # in the background: the first new mail should not wait for a parser process to start
 
     # -- connection ----------------------------------------------------------------------------------
     def connect(self, session: Session, account: Account) -> ImapMailbox:
@@ -164,7 +164,7 @@ class AccountSync:
             return result
         batch_size = max(1, self.rt.settings.mail.fetch_batch_size)
         if min(batch_size, len(uids)) >= DEFER_BODIES_FROM:
-            parsing.warm_up()  # a backlog: the parser processes start while the first batch is fetched
+            parse_pool.warm_up()  # a backlog: the parser processes start while the first batch is fetched
         account.sync_total, account.sync_done = len(uids), 0
         session.commit()
         blocked = False  # a mail to retry stops last_uid from moving past it
@@ -194,7 +194,7 @@ class AccountSync:
         raised, where the raw mail is in a pack or None)].
         """
         mail = self.rt.settings.mail
-        collect, _ = parsing.start([raw for _, raw in fetched], headers_only=len(fetched) >= DEFER_BODIES_FROM,
+        collect, _ = parse_pool.start([raw for _, raw in fetched], headers_only=len(fetched) >= DEFER_BODIES_FROM,
                                    max_size=mail.max_message_bytes, budget=mail.parse_timeout_seconds)
         written = writer.submit(self.files.write_pack, [raw for _, raw in fetched]) \
             if writer is not None and fetched else None
@@ -287,7 +287,7 @@ class AccountSync:
         row.updated_at = utcnow()
         # A parse over the time budget is quarantined at once: parsing is deterministic, so a retry takes as
         # long again and holds the mailbox back for another budget (nothing is lost: "Import again" exists).
-        if row.attempts >= MAX_ATTEMPTS or isinstance(exc, parsing.ParseTimeout):
+        if row.attempts >= MAX_ATTEMPTS or isinstance(exc, parse_pool.ParseTimeout):
             row.quarantined = True
             row.raw_sha256 = tickets.store_blob(session, raw)
             result.quarantined += 1
@@ -359,7 +359,7 @@ class _Fetcher(threading.Thread):
                  after_import: Callable[[list[int]], None]) -> None:
         super().__init__(name=f"{threading.current_thread().name}-fetch", daemon=True)
         self.mailbox, self.batches, self.prepare, self.after_import = mailbox, batches, prepare, after_import
-        self.ready: queue.Queue = queue.Queue(maxsize=parsing.POOL_DEPTH)
+        self.ready: queue.Queue = queue.Queue(maxsize=parse_pool.POOL_DEPTH)
         self.actions: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
         self.stopped = threading.Event()
 

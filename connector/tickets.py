@@ -139,7 +139,7 @@ def ingest_batch(session: Session, account: Account,
     taking them one by one in order, with a handful of statements.
 
     A mail given as `MailHeaders` only (a big import) becomes an article whose body and attachments
-    are extracted later from the stored raw mail (`body_pending`, see bodies.py). `raw_packed`, one
+    are extracted later from the stored raw mail (`body_pending`, see extract.py). `raw_packed`, one
     entry per item, says where each raw mail is if it is already written to a pack file (blobs.py).
 
     Lookups (duplicates, threading by In-Reply-To/References and by subject tag, ticket statuses, the

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
-from . import bodies
+from . import extract
 from .models import Account, utcnow
 from .runtime import Runtime
 from .sync import AccountSync, SyncError
@@ -133,7 +133,7 @@ class Worker:
         while not self._stop.is_set():
             self._extract_now.clear()
             try:
-                count = bodies.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
+                count = extract.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
                                                should_stop=self._stop.is_set,
                                                budget=self.rt.settings.mail.parse_timeout_seconds)
                 if count:
@@ -288,7 +288,7 @@ class Worker:
             finally:
                 sync.close()
                 self._release(account_id)
-        extracted = bodies.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
+        extracted = extract.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
                                            account_ids=ids, should_stop=self._stop.is_set,
                                            budget=self.rt.settings.mail.parse_timeout_seconds)
         if extracted:

@@ -1,4 +1,4 @@
-"""The worker processes of connector/mail/budget.py and the parse budget of connector/parsing.py: an item
+"""The worker processes of connector/mail/budget.py and the parse budget of connector/parse_pool.py: an item
 that overruns its budget is stopped and reported alone, a process that dies costs only its item, and the
 next work still gets done. The functions the processes run are module level: they travel by name."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from connector import parsing
+from connector import parse_pool
 from connector.mail import budget
 from connector.mail.parse import MailHeaders, ParsedMail
 from tests.support.mail import make_mail
@@ -78,7 +78,7 @@ def test_many_small_jobs_from_many_threads(pool):
 
 # -- the parse budget, with the real parser --------------------------------------------------------------
 def hang_or_parse(raw: bytes, max_size: int):
-    """parsing._parse_one for a test: hangs on a marked mail (the only way to make a parse hang on purpose
+    """parse_pool._parse_one for a test: hangs on a marked mail (the only way to make a parse hang on purpose
     now that the parser is linear), parses any other."""
     from connector.mail.parse import parse_message
 
@@ -88,26 +88,26 @@ def hang_or_parse(raw: bytes, max_size: int):
 
 
 def test_a_parse_over_the_budget_is_a_parse_timeout_and_the_batch_completes(monkeypatch):
-    monkeypatch.setattr(parsing, "_parse_one", hang_or_parse)
+    monkeypatch.setattr(parse_pool, "_parse_one", hang_or_parse)
     raws = [make_mail(to="s@example.com", subject="first"),
             make_mail(to="s@example.com", subject="stuck", headers={"X-Test-Hang": "yes"}),
             make_mail(to="s@example.com", subject="third")]
     started = time.monotonic()
-    collect, pooled = parsing.start(raws, headers_only=False, max_size=1 << 20, budget=1)
+    collect, pooled = parse_pool.start(raws, headers_only=False, max_size=1 << 20, budget=1)
     first, stuck, third = collect()
     assert pooled and time.monotonic() - started < 30
     assert isinstance(first, ParsedMail) and first.headers.subject == "first"
     assert isinstance(third, ParsedMail) and third.headers.subject == "third"
-    assert isinstance(stuck, parsing.ParseTimeout)
+    assert isinstance(stuck, parse_pool.ParseTimeout)
     assert "1 s budget ([mail] parse_timeout_seconds)" in str(stuck)
 
 
 def test_a_real_parse_longer_than_a_tiny_budget_is_stopped():
     """No hook: nobody parses 30 MB in 10 ms (its hand-over to the process does not count)."""
     big = make_mail(to="s@example.com", body="x" * (30 * 1024 * 1024))
-    [result] = parsing.start([big], headers_only=False, max_size=64 << 20, budget=0.01)[0]()
-    assert isinstance(result, parsing.ParseTimeout)
-    [ok] = parsing.start([big], headers_only=True, max_size=64 << 20, budget=30)[0]()
+    [result] = parse_pool.start([big], headers_only=False, max_size=64 << 20, budget=0.01)[0]()
+    assert isinstance(result, parse_pool.ParseTimeout)
+    [ok] = parse_pool.start([big], headers_only=True, max_size=64 << 20, budget=30)[0]()
     assert isinstance(ok, MailHeaders) and ok.size == len(big)
 
 
@@ -116,7 +116,7 @@ def test_without_worker_processes_mail_is_parsed_in_process(monkeypatch):
         raise budget.PoolUnavailable("no fork server here")
 
     monkeypatch.setattr(budget.BudgetPool, "map", unavailable)
-    collect, pooled = parsing.start([make_mail(to="s@example.com", subject="here")], headers_only=False,
+    collect, pooled = parse_pool.start([make_mail(to="s@example.com", subject="here")], headers_only=False,
                                     max_size=1 << 20)
     [parsed] = collect()
     assert not pooled and parsed.headers.subject == "here"

@@ -21,15 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from connector import parsing
-from connector.mail.html import sanitize_html, text_to_html
+from connector import parse_pool
+from connector.mail.sanitize import sanitize_html, text_to_html
 from connector.mail.htmltext import html_to_text
 from connector.mail.parse import MailHeaders, ParsedMail, parse_headers
 from tests.corpus import corpus_names, load_mail
 
 EXAMPLES = int(os.environ.get("CONNECTOR_FUZZ_EXAMPLES", "2000"))
 SEED = os.environ.get("CONNECTOR_FUZZ_SEED")
-BUDGET = parsing.DEFAULT_BUDGET
+BUDGET = parse_pool.DEFAULT_BUDGET
 MAX_SIZE = 36 * 1024 * 1024
 
 NAMES = corpus_names()
@@ -180,12 +180,12 @@ def _fuzz_settings(test):
 @given(st.sampled_from(NAMES or ["missing"]), st.lists(MUTATIONS, max_size=4))
 def test_mutated_mail_parses_within_the_budget_and_renders(name, mutations):
     raw = mutated(name, mutations)
-    collect, pooled = parsing.start([raw], headers_only=False, max_size=MAX_SIZE, budget=BUDGET)
+    collect, pooled = parse_pool.start([raw], headers_only=False, max_size=MAX_SIZE, budget=BUDGET)
     [parsed] = collect()
-    [headers] = parsing.start([raw], headers_only=True, max_size=MAX_SIZE, budget=BUDGET)[0]()
+    [headers] = parse_pool.start([raw], headers_only=True, max_size=MAX_SIZE, budget=BUDGET)[0]()
     assert pooled
-    assert not isinstance(parsed, parsing.ParseTimeout), f"{name} {mutations!r}: over the {BUDGET} s budget"
-    assert not isinstance(headers, parsing.ParseTimeout), f"{name} {mutations!r}: headers over the budget"
+    assert not isinstance(parsed, parse_pool.ParseTimeout), f"{name} {mutations!r}: over the {BUDGET} s budget"
+    assert not isinstance(headers, parse_pool.ParseTimeout), f"{name} {mutations!r}: headers over the budget"
     assert isinstance(parsed, ParsedMail), f"{name} {mutations!r}: parse_message raised {parsed!r}"
     assert isinstance(headers, MailHeaders), f"{name} {mutations!r}: parse_headers raised {headers!r}"
     assert headers == parse_headers(raw)  # the header slice a worker is handed is all it takes

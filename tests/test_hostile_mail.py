@@ -13,7 +13,7 @@ import pytest
 from connector.mail import budget
 from connector.mail.charsets import _codec_chain, codec_chain, decode_text
 from connector.mail.headers import decode_words, parse_msgids
-from connector.mail.html import INLINE_TEXT_LIMIT, MAX_QUOTE_DEPTH, sanitize_html, text_to_html
+from connector.mail.sanitize import INLINE_TEXT_LIMIT, MAX_QUOTE_DEPTH, sanitize_html, text_to_html
 from connector.mail.htmltext import html_to_text
 from connector.mail.mime import extract_uu_blocks, uudecode
 from connector.mail.parse import ParsedMail, parse_headers, parse_message

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.mail import charsets, feed, htmltext
-from connector.mail import html as mail_html
+from connector.mail import sanitize as mail_html
 from connector.mail.charsets import decode_text
 from connector.mail.headers import POLICY, _split_words, decode_words
 from connector.mail.mime import extract_uu_blocks, uudecode

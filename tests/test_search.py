@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select, text
 
-from connector import bodies, outbox, tickets, users
+from connector import extract, outbox, tickets, users
 from connector.mail.parse import parse_headers, parse_message
 from connector.models import Account, Article, Ticket
 from tests.support.app import PASSWORD
@@ -130,7 +130,7 @@ def test_every_write_path_keeps_the_index_current(rt, searchable):
     assert _search(rt, admin, "reimbursement") == {ids["refund"]}
     assert _search(rt, admin, "onboarding check") == {started_id}
     assert _search(rt, admin, "gina@example") == {started_id}
-    assert bodies.extract_pending(rt.db, max_size=36 * 2**20) == 1
+    assert extract.extract_pending(rt.db, max_size=36 * 2**20) == 1
     assert _search(rt, admin, "zanzibarq") == {late.ticket_id}
     # a follow-up by mail, threaded onto a ticket
     with rt.db.session() as session:

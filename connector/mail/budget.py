@@ -32,7 +32,7 @@ DEFAULT_SIZE = max(1, min(4, os.cpu_count() or 1))  # processes of the shared po
 IDLE_SECONDS = 300.0
 HANDOVER_SECONDS = 120.0  # for taking a slice in and sending results back: not the items' budget, a safety net
 RECEIVING, SENDING = -2, -1  # a process's position while it is not on an item
-PRELOAD = ["__main__", "connector.mail.budget", "connector.mail.parse", "connector.mail.html", "connector.parsing"]
+PRELOAD = ["__main__", "connector.mail.budget", "connector.mail.parse", "connector.mail.sanitize", "connector.parse_pool"]
 _PENDING = object()  # a result not in yet (an item's result may be None)
 
 

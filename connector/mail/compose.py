@@ -19,7 +19,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, make_msgid
 
 from .filenames import display_filename
-from .html import INLINE_TEXT_LIMIT, text_to_html
+from .sanitize import INLINE_TEXT_LIMIT, text_to_html
 
 MAX_REFERENCES = 20
 

@@ -7,7 +7,7 @@ whether the mail was sent by a machine. Two levels because ingestion speed matte
 reads only the header block (what a poll needs to decide whether a mail is new and where it goes),
 ``parse_message`` parses the MIME tree once and decodes body and attachments. Neither raises on
 any input: problems end up in ``ParsedMail.notes``. Every step takes time linear in the size of the
-mail (tests/test_hostile_mail.py); the time budget of a parse is enforced by the caller (parsing.py).
+mail (tests/test_hostile_mail.py); the time budget of a parse is enforced by the caller (parse_pool.py).
 """
 from __future__ import annotations
 

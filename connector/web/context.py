@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
-from .. import bodies, tickets
+from .. import extract, tickets
 from ..models import Ticket, User
 from ..runtime import Runtime
 
@@ -27,6 +27,6 @@ def readable_ticket(user: User, ticket_id: int) -> Ticket | None:
     ticket = tickets.get_ticket(db(), user, ticket_id)
     if ticket is not None:
         mail = runtime().settings.mail
-        bodies.ensure_extracted(db(), ticket.articles, max_size=mail.max_message_bytes,
+        extract.ensure_extracted(db(), ticket.articles, max_size=mail.max_message_bytes,
                                 budget=mail.parse_timeout_seconds)
     return ticket

@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired, Length
 from .. import accounts, outbox, tickets
 from ..mail.compose import ComposeError, OutgoingFile
 from ..mail.filenames import content_disposition, display_filename
-from ..mail.html import sanitize_html, text_to_html
+from ..mail.sanitize import sanitize_html, text_to_html
 from ..blobs import read_blob
 from ..models import TICKET_STATUSES, Article, Attachment
 from . import params

@@ -8,7 +8,7 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import func, select
 
-from connector import bodies, users
+from connector import extract, users
 from connector.blobs import BlobFiles, read_blob
 from connector.models import Account, Article, Attachment, Blob, Ticket, User
 from connector.sync import DEFER_BODIES_FROM, AccountSync, SyncError
@@ -107,8 +107,8 @@ def test_a_backlog_becomes_tickets_from_headers_and_its_bodies_follow(mail_app, 
     assert b"zanzibarquux" in raw and b"Invoice attached" in raw
 
     # the rest is extracted in the background, once
-    assert bodies.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == DEFER_BODIES_FROM + 7
-    assert bodies.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == 0
+    assert extract.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == DEFER_BODIES_FROM + 7
+    assert extract.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == 0
     with rt.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Attachment)) == 1
         texts = session.scalars(select(Article.body_text).where(Article.account_id == account_id)).all()
@@ -152,7 +152,7 @@ def test_a_lost_pack_is_reported_not_hidden(mail_app, org, ca, agent, dovecot):
     run_pass(mail_app, account_id)
     for pack in _packs(mail_app):
         pack.write_bytes(b"x" * pack.stat().st_size)  # damaged: same size, other bytes
-    assert bodies.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == DEFER_BODIES_FROM + 8
+    assert extract.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == DEFER_BODIES_FROM + 8
     with rt.db.session() as session:
         article = session.scalar(select(Article).where(Article.account_id == account_id).limit(1))
         assert not article.body_pending and article.body_text == ""
@@ -173,7 +173,7 @@ def test_the_worker_extracts_a_backlog_in_the_background(mail_app, org, ca, agen
 
     def pending() -> int:
         with rt.db.session() as session:
-            return len(bodies.pending_ids(session, [account_id], limit=1000))
+            return len(extract.pending_ids(session, [account_id], limit=1000))
 
     worker = Worker(rt, name="test")
     worker.start_background()

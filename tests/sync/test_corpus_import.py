@@ -3,7 +3,7 @@
 What each mail must parse to (subject, sender, attachment MD5s against Zammad's expectations) is
 checked in tests/test_corpus.py; here we check that the pipeline stores exactly what the parser
 gives, for every mail, and that none fails or is quarantined. The 108 mails arrive as one backlog,
-so the pass imports them from their headers and the bodies are extracted afterwards (bodies.py):
+so the pass imports them from their headers and the bodies are extracted afterwards (extract.py):
 both steps together must store what one full parse gives.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 
 from sqlalchemy import select
 
-from connector import bodies
+from connector import extract
 from connector.mail.parse import parse_message
 from connector.blobs import read_blob
 from connector.models import Article, ImportFailure
@@ -40,9 +40,9 @@ def test_every_corpus_mail_imports_through_imap(mail_app, org, ca, agent, doveco
     assert result.imported + result.duplicates + result.ignored == len(names)
     assert result.deferred == result.imported
     with rt.db.session() as session:
-        assert len(bodies.pending_ids(session, [account_id], limit=1000)) == result.imported
-    assert bodies.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == result.imported
-    assert bodies.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == 0
+        assert len(extract.pending_ids(session, [account_id], limit=1000)) == result.imported
+    assert extract.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == result.imported
+    assert extract.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes) == 0
 
     # Compare what was stored with a fresh parse of what the server handed out (LMTP adds headers).
     with rt.db.session() as session:

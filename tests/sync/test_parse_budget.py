@@ -12,7 +12,7 @@ import time
 
 from sqlalchemy import select
 
-from connector import bodies, parsing
+from connector import extract, parse_pool
 from connector.models import Account, Article, ImportFailure, Ticket
 from connector.sync import DEFER_BODIES_FROM
 from tests.support import hostile
@@ -23,7 +23,7 @@ PAGE_BOUND = 20  # seconds for one page on a loaded 2-core machine; the quadrati
 
 
 def hang_on_marker(raw: bytes, max_size: int):
-    """parsing._parse_one for these tests (module level: the parser processes import it by name)."""
+    """parse_pool._parse_one for these tests (module level: the parser processes import it by name)."""
     from connector.mail.parse import parse_message
 
     if b"X-Test-Hang: yes" in raw:
@@ -96,7 +96,7 @@ def _api(app, user) -> dict:
 
 def test_a_mail_over_the_parse_budget_is_quarantined_at_once_and_the_mailbox_moves_on(
         mail_app, org, ca, agent, admin, dovecot, monkeypatch):
-    monkeypatch.setattr(parsing, "_parse_one", hang_on_marker)
+    monkeypatch.setattr(parse_pool, "_parse_one", hang_on_marker)
     rt = mail_app.extensions["connector"]
     rt.settings.mail.parse_timeout_seconds = 1
     account_id, address = connect(mail_app, org, ca, agent)
@@ -121,7 +121,7 @@ def test_a_mail_over_the_parse_budget_is_quarantined_at_once_and_the_mailbox_mov
 
 def test_the_budget_holds_for_bodies_extracted_after_a_big_import_and_on_read(
         mail_app, org, ca, agent, dovecot, monkeypatch):
-    monkeypatch.setattr(parsing, "_parse_one", hang_on_marker)
+    monkeypatch.setattr(parse_pool, "_parse_one", hang_on_marker)
     rt = mail_app.extensions["connector"]
     rt.settings.mail.parse_timeout_seconds = 1
     account_id, address = connect(mail_app, org, ca, agent)
@@ -140,7 +140,7 @@ def test_the_budget_holds_for_bodies_extracted_after_a_big_import_and_on_read(
     assert "took longer than the 1 s budget" in shown
 
     started = time.monotonic()
-    extracted = bodies.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes, budget=1)
+    extracted = extract.extract_pending(rt.db, max_size=rt.settings.mail.max_message_bytes, budget=1)
     assert extracted == DEFER_BODIES_FROM + 1 and time.monotonic() - started < 60
     with rt.db.session() as session:
         stuck = session.scalar(select(Article).where(Article.ticket_id == ids["Stuck in the background"]))

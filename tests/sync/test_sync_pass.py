@@ -132,7 +132,7 @@ def parse_or_choke(raw: bytes, max_size: int):
 
 
 def test_poison_message_is_quarantined_and_the_next_mail_still_arrives(mail_app, org, ca, agent, dovecot, monkeypatch):
-    import connector.parsing as parsing_module
+    import connector.parse_pool as parsing_module
     from connector.models import ImportFailure
 
     monkeypatch.setattr(parsing_module, "_parse_one", parse_or_choke)

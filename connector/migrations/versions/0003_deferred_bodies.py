@@ -22,7 +22,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column('articles', sa.Column('body_pending', sa.Boolean(), nullable=False, server_default=sa.false()))
-    # SQLite uses a partial index only for a query with this very term (bodies.py asks `body_pending = 1`).
+    # SQLite uses a partial index only for a query with this very term (extract.py asks `body_pending = 1`).
     op.create_index('ix_articles_body_pending', 'articles', ['id'], unique=False,
                     sqlite_where=sa.text('body_pending = 1'), postgresql_where=sa.text('body_pending'))
 

@@ -4,7 +4,7 @@ The raw mail is stored at import, so nothing waits on this but the full text sea
 extracts pending articles in the background soon after the import, and reading an article (ticket
 page, API, reply quote) extracts it on the spot. Each article is claimed by a conditional UPDATE
 (`... WHERE body_pending`), so two processes that race on it store its attachments once. Every parse
-runs under the same time budget as the sync's (parsing.py): a mail over it keeps an empty body and a
+runs under the same time budget as the sync's (parse_pool.py): a mail over it keeps an empty body and a
 note saying so, and the ticket page opens anyway.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from sqlalchemy import bindparam, case, select, true, update
 from sqlalchemy.orm import Session
 
-from . import parsing, tickets
+from . import parse_pool, tickets
 from .blobs import BlobFiles
 from .db import Database
 from .mail.parse import ParsedMail
@@ -48,11 +48,11 @@ def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes
             for article_id, sha256, pack, offset, size, data in rows]
 
 
-def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int, budget: float = parsing.DEFAULT_BUDGET):
+def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int, budget: float = parse_pool.DEFAULT_BUDGET):
     """Begin parsing; returns a callable giving [(article id, ParsedMail, or None if there is no raw mail, or
     the exception parsing raised or that stands for it, e.g. ParseTimeout)]."""
     present = [(article_id, data) for article_id, data in raw_rows if data is not None]
-    collect, _ = parsing.start([data for _, data in present], headers_only=False, max_size=max_size, budget=budget)
+    collect, _ = parse_pool.start([data for _, data in present], headers_only=False, max_size=max_size, budget=budget)
 
     def results():
         parsed = dict(zip([article_id for article_id, _ in present], collect()))
@@ -86,7 +86,7 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
         else:
             if parsed is None:
                 note = "the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
-            elif isinstance(parsed, parsing.ParseTimeout):
+            elif isinstance(parsed, parse_pool.ParseTimeout):
                 note = (f"reading this mail took longer than the {parsed.budget:g} s budget, so its body and "
                         "attachments were not extracted: download the original (raw) to read it")
             else:
@@ -103,7 +103,7 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
 
 
 def extract(session: Session, article_ids: list[int], *, max_size: int,
-            budget: float = parsing.DEFAULT_BUDGET) -> int:
+            budget: float = parse_pool.DEFAULT_BUDGET) -> int:
     """Extract these articles if they are still pending; returns how many were stored. The read is committed
     before parsing (no transaction, so no SQLite write lock, is held while a mail is parsed); the caller
     commits what is stored."""
@@ -115,7 +115,7 @@ def extract(session: Session, article_ids: list[int], *, max_size: int,
 
 
 def ensure_extracted(session: Session, articles: list[Article], *, max_size: int,
-                     budget: float = parsing.DEFAULT_BUDGET) -> None:
+                     budget: float = parse_pool.DEFAULT_BUDGET) -> None:
     """Before showing articles: extract the pending ones now and commit, so the reader never sees an empty body.
     Each mail's parse is bounded by `budget`; one over it is shown with a note instead of its body."""
     waiting = [a for a in articles if a.body_pending]
@@ -129,7 +129,7 @@ def ensure_extracted(session: Session, articles: list[Article], *, max_size: int
 
 def extract_pending(db: Database, *, max_size: int, account_ids: Iterable[int] | None = None,
                     should_stop: Callable[[], bool] = lambda: False, batch_size: int = BATCH_SIZE,
-                    budget: float = parsing.DEFAULT_BUDGET) -> int:
+                    budget: float = parse_pool.DEFAULT_BUDGET) -> int:
     """Extract every pending article (of these accounts), one committed batch at a time; returns how many.
 
     The next batch is parsed (on every core) while the current one is written, and no transaction
@@ -146,11 +146,11 @@ def extract_pending(db: Database, *, max_size: int, account_ids: Iterable[int] |
                 after = ids[-1]
                 in_pool.append(_start(_read_raw(session, ids), max_size, budget))
                 session.commit()  # end the read: no transaction while parsing
-                if len(in_pool) < parsing.POOL_DEPTH:
+                if len(in_pool) < parse_pool.POOL_DEPTH:
                     continue  # keep the next batch parsing while this one is written
             if not in_pool:
                 break
             done += _store(session, in_pool.popleft()())
             session.commit()
-            parsing.release_memory()
+            parse_pool.release_memory()
     return done

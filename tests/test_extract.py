@@ -1,4 +1,4 @@
-"""Body extraction after a headers-only import (connector/bodies.py), against the real SQLite database."""
+"""Body extraction after a headers-only import (connector/extract.py), against the real SQLite database."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,7 @@ from email.message import EmailMessage
 
 from sqlalchemy import func, select
 
-from connector import bodies, parsing, tickets
+from connector import extract, parse_pool, tickets
 from connector.mail.parse import parse_headers, parse_message
 from connector.models import Account, Article, Attachment
 from tests.support.mail import make_mail
@@ -39,9 +39,9 @@ def test_extraction_stores_exactly_what_a_full_parse_gives(rt):
     raws = [_with_attachment(n) for n in range(3)] + [make_mail(to="support@example.com", html="<p>rich</p>")]
     account_id = _import_headers_only(rt, raws)
     with rt.db.session() as session:
-        assert bodies.pending_ids(session) == bodies.pending_ids(session, [account_id]) != []
+        assert extract.pending_ids(session) == extract.pending_ids(session, [account_id]) != []
         assert session.scalar(select(func.count()).select_from(Attachment)) == 0
-    assert bodies.extract_pending(rt.db, max_size=MAX) == 4
+    assert extract.extract_pending(rt.db, max_size=MAX) == 4
     with rt.db.session() as session:
         for article, raw in zip(session.scalars(select(Article).order_by(Article.id)), raws):
             parsed = parse_message(raw)
@@ -54,13 +54,13 @@ def test_extraction_stores_exactly_what_a_full_parse_gives(rt):
 def test_two_extractions_of_the_same_articles_store_attachments_once(rt):
     _import_headers_only(rt, [_with_attachment(n) for n in range(2)])
     with rt.db.session() as session:
-        ids = bodies.pending_ids(session)
-        stale = bodies._start(bodies._read_raw(session, ids), MAX)  # read by a racing process first
+        ids = extract.pending_ids(session)
+        stale = extract._start(extract._read_raw(session, ids), MAX)  # read by a racing process first
     with rt.db.session() as session:
-        assert bodies.extract(session, ids, max_size=MAX) == 2
+        assert extract.extract(session, ids, max_size=MAX) == 2
     with rt.db.session() as session:
-        assert bodies._store(session, stale()) == 0  # the loser of the race claims nothing
-        assert bodies.extract(session, ids, max_size=MAX) == 0
+        assert extract._store(session, stale()) == 0  # the loser of the race claims nothing
+        assert extract.extract(session, ids, max_size=MAX) == 0
         assert session.scalar(select(func.count()).select_from(Attachment)) == 2
 
 
@@ -69,35 +69,35 @@ def test_reading_extracts_just_those_articles(rt):
     with rt.db.sessionmaker() as session:
         first = session.scalars(select(Article).order_by(Article.id)).first()
         assert first.body_pending and first.attachments == []
-        bodies.ensure_extracted(session, [first], max_size=MAX)
+        extract.ensure_extracted(session, [first], max_size=MAX)
         assert not first.body_pending and first.body_text == "See report 0."
         assert [a.filename for a in first.attachments] == ["report-0.csv"]
     with rt.db.session() as session:
-        assert len(bodies.pending_ids(session)) == 2
+        assert len(extract.pending_ids(session)) == 2
 
 
 def test_extraction_is_per_account_and_stops_when_told(rt):
     one = _import_headers_only(rt, [_with_attachment(n) for n in range(3)], "one@example.com")
     two = _import_headers_only(rt, [_with_attachment(n) for n in range(3, 5)], "two@example.com")
-    assert bodies.extract_pending(rt.db, max_size=MAX, account_ids=[two]) == 2
-    assert bodies.extract_pending(rt.db, max_size=MAX, account_ids=[one], should_stop=lambda: True) == 0
-    assert bodies.extract_pending(rt.db, max_size=MAX, batch_size=1) == 3
+    assert extract.extract_pending(rt.db, max_size=MAX, account_ids=[two]) == 2
+    assert extract.extract_pending(rt.db, max_size=MAX, account_ids=[one], should_stop=lambda: True) == 0
+    assert extract.extract_pending(rt.db, max_size=MAX, batch_size=1) == 3
     with rt.db.session() as session:
-        assert bodies.pending_ids(session) == []
+        assert extract.pending_ids(session) == []
         if rt.db.is_sqlite:  # the page cache of the connection is back to the default afterwards
             assert session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == -65536
 
 
 def test_a_mail_over_the_size_limit_keeps_a_note_instead_of_a_body(rt):
     _import_headers_only(rt, [make_mail(to="support@example.com", body="x" * 5000)])
-    assert bodies.extract_pending(rt.db, max_size=1000) == 1
+    assert extract.extract_pending(rt.db, max_size=1000) == 1
     with rt.db.session() as session:
         article = session.scalar(select(Article))
         assert article.body_text == "" and "exceeds" in article.notes
 
 
 def test_finding_pending_articles_uses_the_partial_index(rt):
-    query = select(Article.id).where(bodies._PENDING, Article.id > 0).order_by(Article.id).limit(50)
+    query = select(Article.id).where(extract._PENDING, Article.id > 0).order_by(Article.id).limit(50)
     with rt.db.session() as session:
         conn = session.connection()
         sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
@@ -123,25 +123,25 @@ def test_a_bulk_session_keeps_one_connection_with_a_small_cache(rt):
 
 
 def hang_on_marker(raw: bytes, max_size: int):
-    """parsing._parse_one for a test (module level: parser processes import it by name)."""
+    """parse_pool._parse_one for a test (module level: parser processes import it by name)."""
     if b"X-Test-Hang: yes" in raw:
         time.sleep(3600)
     return parse_message(raw, max_size=max_size)
 
 
 def test_a_mail_over_the_budget_gets_a_note_and_no_lock_is_held_while_it_is_parsed(rt, monkeypatch):
-    monkeypatch.setattr(parsing, "_parse_one", hang_on_marker)
+    monkeypatch.setattr(parse_pool, "_parse_one", hang_on_marker)
     _import_headers_only(rt, [make_mail(to="support@example.com", subject="stuck", headers={"X-Test-Hang": "yes"}),
                               make_mail(to="support@example.com", subject="fine", body="Fine.")])
     with rt.db.session() as session:
-        ids = bodies.pending_ids(session)
+        ids = extract.pending_ids(session)
     stored: list[int] = []
 
-    def extract() -> None:
+    def extract_in_background() -> None:
         with rt.db.session() as session:
-            stored.append(bodies.extract(session, ids, max_size=MAX, budget=3))
+            stored.append(extract.extract(session, ids, max_size=MAX, budget=3))
 
-    extracting = threading.Thread(target=extract)
+    extracting = threading.Thread(target=extract_in_background)
     extracting.start()
     time.sleep(1)  # the extraction now waits for the stuck parse
     started = time.monotonic()

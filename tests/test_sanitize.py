@@ -1,4 +1,4 @@
-"""Unit tests for connector.mail.html: the sanitiser (XSS list, images, links, styles) and
+"""Unit tests for connector.mail.sanitize: the sanitiser (XSS list, images, links, styles) and
 text_to_html."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from connector.mail.html import SanitizedHtml, sanitize_html, text_to_html
+from connector.mail.sanitize import SanitizedHtml, sanitize_html, text_to_html
 
 
 def clean(markup: str, **kwargs) -> str:
@@ -246,7 +246,7 @@ def test_text_to_html_quotes() -> None:
 # --- Bounded rendering ------------------------------------------------------------------------------
 
 def test_long_text_is_cut_with_a_note_and_sent_mail_is_not() -> None:
-    from connector.mail.html import INLINE_TEXT_LIMIT
+    from connector.mail.sanitize import INLINE_TEXT_LIMIT
 
     text = "word " * 60_000  # 300,000 characters
     shown = text_to_html(text)
@@ -257,7 +257,7 @@ def test_long_text_is_cut_with_a_note_and_sent_mail_is_not() -> None:
 
 
 def test_quoting_deeper_than_the_limit_is_shown_at_the_limit() -> None:
-    from connector.mail.html import MAX_QUOTE_DEPTH
+    from connector.mail.sanitize import MAX_QUOTE_DEPTH
 
     shown = text_to_html(">" * 50 + " deep\nnext")
     assert shown == '<blockquote type="cite">' * MAX_QUOTE_DEPTH + "deep" + "</blockquote>" * MAX_QUOTE_DEPTH + "next"
@@ -270,7 +270,7 @@ def test_an_address_may_start_where_a_link_ends() -> None:
 
 
 def test_big_html_is_sanitised_in_a_worker_process_exactly_as_small_html() -> None:
-    from connector.mail import html as mail_html
+    from connector.mail import sanitize as mail_html
 
     unit = ('<p style="color:red;position:absolute">Hi <img src="https://t.example/p.gif"> '
             '<img src="cid:logo@x" alt="L"><img src="cid:gone@x"><a href="javascript:x">j</a></p>')
@@ -286,7 +286,7 @@ def test_big_html_is_sanitised_in_a_worker_process_exactly_as_small_html() -> No
 
 
 def test_html_the_sanitiser_cannot_finish_in_time_is_shown_as_text(monkeypatch) -> None:
-    from connector.mail import html as mail_html
+    from connector.mail import sanitize as mail_html
 
     monkeypatch.setattr(mail_html, "RENDER_BUDGET", 0.2)  # 30,000 nested <div>: seconds for nh3
     result = sanitize_html("<div>" * 30_000 + "<b>Hello</b> <script>x()</script>world")
@@ -296,7 +296,7 @@ def test_html_the_sanitiser_cannot_finish_in_time_is_shown_as_text(monkeypatch) 
 
 
 def test_html_over_the_inline_limit_is_cut_with_a_note(monkeypatch) -> None:
-    from connector.mail import html as mail_html
+    from connector.mail import sanitize as mail_html
 
     monkeypatch.setattr(mail_html, "INLINE_HTML_LIMIT", 20)
     result = sanitize_html("<p>one</p><p>two</p><p>three</p>")
