@@ -1,4 +1,4 @@
-"""The `connector` command: init, create-user, create-token, serve, worker, sync."""
+"""The `connector` command: init, create-user, create-token, list-tokens, revoke-token, serve, worker, sync."""
 from __future__ import annotations
 
 import logging
@@ -70,10 +70,13 @@ def create_user(ctx: click.Context, email: str, role: str, password_stdin: bool)
 
 @main.command("create-token")
 @click.argument("email")
+@click.option("--name", default="", help="What the token is for, shown in listings (e.g. 'reporting script').")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=None,
+              help="Stop working after this many days (default: never).")
 @click.pass_context
-def create_token(ctx: click.Context, email: str) -> None:
+def create_token(ctx: click.Context, email: str, name: str, expires_days: int | None) -> None:
     """Print a new REST API token for that user (only the token, on stdout)."""
-    from . import users
+    from . import api_tokens, users
 
     rt = _runtime(ctx)
     _prepare(rt)
@@ -81,8 +84,63 @@ def create_token(ctx: click.Context, email: str) -> None:
         user = users.find_user(session, email)
         if user is None:
             raise click.ClickException(f"no user {email}: create it with 'connector create-user {email}'")
-        token = users.issue_api_token(session, user)
+        try:
+            token, row = api_tokens.create(session, user, name, expires_days)
+        except api_tokens.TokenError as exc:
+            raise click.ClickException(str(exc)) from None
+        token_id = row.id
+    click.echo(f"created API token {token_id} for {user.email}"
+               f"{f', expires {row.expires_at:%Y-%m-%d %H:%M} UTC' if row.expires_at else ''}", err=True)
     click.echo(token)
+
+
+def _when(value) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+
+@main.command("list-tokens")
+@click.argument("email")
+@click.pass_context
+def list_tokens(ctx: click.Context, email: str) -> None:
+    """List a user's API tokens (never the tokens themselves): ID, state, dates in UTC, name."""
+    from . import api_tokens, users
+
+    rt = _runtime(ctx)
+    _prepare(rt)
+    with rt.db.session() as session:
+        user = users.find_user(session, email)
+        if user is None:
+            raise click.ClickException(f"no user {email}")
+        rows = api_tokens.tokens_of(session, user)
+        if not rows:
+            click.echo(f"{user.email} has no API tokens", err=True)
+            return
+        header = ("ID", "STATE", "CREATED", "EXPIRES", "LAST USED", "NAME")
+        lines = [(str(t.id), api_tokens.state(t), _when(t.created_at), _when(t.expires_at) if t.expires_at else "never",
+                  _when(t.last_used_at) if t.last_used_at else "never", t.name or "-") for t in rows]
+        widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header) - 1)]
+        for line in [header, *lines]:
+            click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
+
+
+@main.command("revoke-token")
+@click.argument("token_id", metavar="ID", type=int)
+@click.pass_context
+def revoke_token(ctx: click.Context, token_id: int) -> None:
+    """Revoke an API token by its ID (from list-tokens); it stops working at once."""
+    from . import api_tokens
+
+    rt = _runtime(ctx)
+    _prepare(rt)
+    with rt.db.session() as session:
+        row = api_tokens.get(session, token_id)
+        if row is None:
+            raise click.ClickException(f"no API token with ID {token_id}; 'connector list-tokens EMAIL' lists them")
+        label = f"API token {row.id}{f' ({row.name})' if row.name else ''} of {row.user.email}"
+        if api_tokens.revoke(row):
+            click.echo(f"revoked {label}")
+        else:
+            click.echo(f"{label} was revoked already, on {row.revoked_at:%Y-%m-%d %H:%M} UTC")
 
 
 def _first_admin(rt: Runtime) -> None:
@@ -111,7 +169,10 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool) -> None:
     rt = _runtime(ctx)
     _prepare(rt)
     _first_admin(rt)
-    app = build_app(runtime=rt)
+    try:
+        app = build_app(runtime=rt)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     worker = None
     if not no_worker:
         from .worker import Worker

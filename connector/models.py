@@ -74,7 +74,7 @@ class ApiToken(Base):
 
 
 class LoginThrottle(Base):
-    """Failed sign-ins per key (email, and client address), to slow down password guessing."""
+    """Failed sign-ins per key (account + client, client, account; see throttle.py), to slow down guessing."""
     __tablename__ = "login_throttle"
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)

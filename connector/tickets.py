@@ -362,7 +362,7 @@ def search_tickets(session: Session, user: User, *, status: str | None = None, a
             conditions = [Ticket.subject.ilike(needle, escape="\\"),
                           Ticket.customer_address.ilike(needle, escape="\\"),
                           Ticket.customer_name.ilike(needle, escape="\\"), in_text]
-        if number:
+        if number and len(number.group(1)) <= 9:  # a ticket number (INTEGER); longer digits are only text
             conditions.append(Ticket.number == int(number.group(1)))
         query = query.where(or_(*conditions))
     page = max(1, page)

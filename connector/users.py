@@ -1,23 +1,20 @@
-"""People who sign in: creation, password sign-in with throttling, API tokens."""
+"""People who sign in: creation, password checks (throttled, see throttle.py), sessions they may end."""
 from __future__ import annotations
 
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from .crypto import hash_api_token, hash_password, new_api_token, verify_password
-from .models import ROLES, ApiToken, LoginThrottle, User, utcnow
+from . import api_tokens, throttle
+from .crypto import hash_password, verify_password
+from .models import ROLES, User, utcnow
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 MIN_PASSWORD = 10
-MAX_LOCK_SECONDS = 15 * 60
-# Failures older than this are forgotten, so a shared office address is not locked out for good by
-# the typos of many weeks (the per-address count also resets on a successful sign-in).
-FAILURE_WINDOW = timedelta(hours=1)
 # A real hash of a random password, checked when the user does not exist, so that timing does not
 # tell which addresses have accounts.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -63,78 +60,81 @@ class SignIn:
     retry_after: int = 0
 
 
-def _throttle(session: Session, key: str) -> LoginThrottle | None:
-    return session.get(LoginThrottle, key)
+class PasswordThrottled(UserError):
+    """Too many wrong passwords: the check was not even made."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(wait_message(retry_after))
+        self.retry_after = retry_after
 
 
-def _seconds_locked(row: LoginThrottle | None) -> int:
-    if row is None or row.locked_until is None:
-        return 0
-    remaining = (row.locked_until - utcnow()).total_seconds()
-    return max(0, int(remaining + 0.999))
+def wait_message(seconds: int) -> str:
+    return f"Too many failed sign-ins. Wait {seconds} seconds, then try again."
 
 
-def _record_failure(session: Session, key: str, max_failures: int) -> None:
-    row = _throttle(session, key) or LoginThrottle(key=key, failures=0)
-    session.add(row)
-    if row.last_failure_at is not None and utcnow() - row.last_failure_at > FAILURE_WINDOW:
-        row.failures, row.locked_until = 0, None
-    row.failures = (row.failures or 0) + 1
-    row.last_failure_at = utcnow()
-    if row.failures >= max_failures:
-        delay = min(MAX_LOCK_SECONDS, 2 ** (row.failures - max_failures) * 5)
-        row.locked_until = utcnow() + timedelta(seconds=delay)
+def authenticate(session: Session, email: str, password: str, client: str, max_failures: int = 5,
+                 device: tuple[int, str] | None = None) -> SignIn:
+    """Check a password under the guessing limits of throttle.py.
 
-
-def authenticate(session: Session, email: str, password: str, client_ip: str, max_failures: int = 5) -> SignIn:
-    """Check a password; after `max_failures` wrong ones per address or per client, wait ever longer."""
+    `client` is the client address; `device` the (user id, device id) of a signed device cookie, which
+    counts only if it was given to this very user."""
     email = normalise_email(email)
-    keys = [f"email:{email}", f"ip:{client_ip}"]
-    wait = max(_seconds_locked(_throttle(session, k)) for k in keys)
-    if wait:
-        return SignIn(None, f"Too many failed sign-ins. Wait {wait} seconds, then try again.", wait)
     user = session.scalar(select(User).where(User.email == email))
-    ok = verify_password(user.password_hash if user else _DUMMY_HASH, password) and user is not None
-    if not ok or not user.is_active:
-        for key in keys:
-            _record_failure(session, key, max_failures * (4 if key.startswith("ip:") else 1))
+    session.commit()  # nothing stays open (SQLite: locked) while the hash is computed
+    attempt = _attempt(email, client, user, device)
+    verdict = throttle.guarded(session, attempt, throttle.Limits.from_setting(max_failures),
+                               lambda: _password_matches(user, password))
+    if verdict.throttled:
+        return SignIn(None, wait_message(verdict.retry_after), verdict.retry_after)
+    if not verdict.ok:
         return SignIn(None, "Wrong email or password.")
-    for key in keys[:1]:
-        row = _throttle(session, key)
-        if row is not None:
-            session.delete(row)
     user.last_login_at = utcnow()
     return SignIn(user)
 
 
-def change_password(user: User, current: str, new: str) -> None:
-    """Raises UserError with the reason; the caller commits."""
-    if not verify_password(user.password_hash, current):
-        raise UserError("the current password is wrong")
+def _password_matches(user: User | None, password: str) -> bool:
+    # The dummy hash costs as much as a real one: timing does not tell which addresses have accounts.
+    matches = verify_password(user.password_hash if user is not None else _DUMMY_HASH, password)
+    return matches and user is not None and user.is_active
+
+
+def _attempt(email: str, client: str, user: User | None, device: tuple[int, str] | None) -> throttle.Attempt:
+    known = device is not None and user is not None and device[0] == user.id and bool(device[1])
+    return throttle.Attempt(email, throttle.client_key(client), device[1] if known else None)
+
+
+def change_password(session: Session, user: User, current: str, new: str, client: str = "?",
+                    max_failures: int = 5, device: tuple[int, str] | None = None) -> None:
+    """Check the current password (throttled like a sign-in), set the new one and end every other
+    session (see `end_sessions`). Raises UserError with the reason; the caller commits."""
     if len(new) < MIN_PASSWORD:
         raise UserError(f"the new password must have at least {MIN_PASSWORD} characters")
+    attempt = _attempt(user.email, client, user, device)
+    verdict = throttle.guarded(session, attempt, throttle.Limits.from_setting(max_failures),
+                               lambda: verify_password(user.password_hash, current))
+    if verdict.throttled:
+        raise PasswordThrottled(verdict.retry_after)
+    if not verdict.ok:
+        raise UserError("the current password is wrong")
     if new == current:
         raise UserError("the new password must differ from the current one")
     user.password_hash = hash_password(new)
+    end_sessions(session, user)
 
 
-def issue_api_token(session: Session, user: User) -> str:
-    """A new bearer token for the REST API; only its hash is stored."""
-    token, digest = new_api_token()
-    session.add(ApiToken(user_id=user.id, token_hash=digest))
-    session.flush()
-    return token
+def end_sessions(session: Session, user: User) -> int:
+    """Void every sign-in session of `user` (sign-out, password change): raise the generation that
+    each session carries and that is compared on every request. Atomic; returns the new generation."""
+    generation = session.execute(update(User).where(User.id == user.id)
+                                 .values(session_generation=User.session_generation + 1)
+                                 .returning(User.session_generation)
+                                 .execution_options(synchronize_session=False)).scalar_one()
+    set_committed_value(user, "session_generation", generation)
+    return generation
 
 
-def user_for_api_token(session: Session, token: str) -> User | None:
-    if not token:
-        return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_api_token(token),
-                                                ApiToken.revoked_at.is_(None)))
-    if row is None or not row.user.is_active:
-        return None
-    row.last_used_at = utcnow()
-    return row.user
+# API tokens live in api_tokens.py; these names stay for the callers that import them from here.
+issue_api_token = api_tokens.issue_api_token
 
 
 def find_user(session: Session, email: str) -> User | None:

@@ -2,7 +2,8 @@
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button.copy");
   if (!button) return;
-  const text = document.getElementById(button.dataset.copy).textContent.trim();
+  const source = document.getElementById(button.dataset.copy);
+  const text = (source instanceof HTMLInputElement ? source.value : source.textContent).trim();
   const done = () => { button.textContent = "Copied"; setTimeout(() => (button.textContent = "Copy"), 1500); };
   if (navigator.clipboard && window.isSecureContext) {
     navigator.clipboard.writeText(text).then(done, () => selectText(button.dataset.copy));
@@ -12,6 +13,8 @@ document.addEventListener("click", (event) => {
 });
 
 function selectText(id) {
+  const element = document.getElementById(id);
+  if (element instanceof HTMLInputElement) { element.select(); document.execCommand && document.execCommand("copy"); return; }
   const range = document.createRange();
   range.selectNodeContents(document.getElementById(id));
   const selection = window.getSelection();
@@ -25,20 +28,66 @@ document.addEventListener("submit", (event) => {
   if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
 });
 
-// Ticket list: new and updated tickets appear without reloading the page.
+// Ticket list: new and updated tickets appear without reloading the page. The server sends plain
+// values (JSON) and every one of them goes into the page as text: subjects, names and addresses come
+// from strangers' mail, so nothing here ever parses them as HTML (no innerHTML).
 (function liveTicketList() {
   const tbody = document.getElementById("ticket-rows");
   if (!tbody) return;
   const source = new URL(tbody.dataset.live, window.location.origin);
   source.searchParams.set("partial", "1");
-  let last = tbody.innerHTML;
+  let last = null;
+
+  function cell(row, ...children) {
+    const td = document.createElement("td");
+    td.append(...children);  // strings become text nodes
+    row.append(td);
+    return td;
+  }
+
+  function ticketRow(t) {
+    const row = document.createElement("tr");
+    row.dataset.ticketId = String(t.id);
+    row.dataset.updated = t.updated_at;
+    cell(row, String(t.number));
+    const link = document.createElement("a");
+    link.href = new URL(t.url, window.location.origin).pathname;  // always a path on this site
+    link.textContent = t.subject;
+    cell(row, link);
+    if (t.customer_name) {
+      const address = document.createElement("small");
+      address.className = "muted";
+      address.textContent = t.customer_address;
+      cell(row, t.customer_name, document.createElement("br"), address);
+    } else {
+      cell(row, t.customer_address);
+    }
+    cell(row, t.account);
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = t.status;
+    cell(row, badge);
+    cell(row, String(t.article_count));
+    cell(row, t.updated);
+    return row;
+  }
+
+  function emptyRow(text) {
+    const row = document.createElement("tr");
+    row.className = "empty";
+    cell(row, text).colSpan = 7;
+    return row;
+  }
+
   async function refresh() {
     try {
-      const response = await fetch(source, { headers: { "Accept": "text/html" }, credentials: "same-origin" });
-      if (response.ok) {
-        const html = await response.text();
-        if (html !== last) { tbody.innerHTML = html; last = html; }
-      }
+      const response = await fetch(source, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
+      if (!response.ok) return;
+      const text = await response.text();
+      if (text === last) return;
+      const page = JSON.parse(text);
+      tbody.replaceChildren(...(page.items.length ? page.items.map(ticketRow) : [emptyRow(page.empty)]));
+      last = text;
     } catch (e) { /* offline for a moment: try again next tick */ }
   }
   setInterval(refresh, 1000);

@@ -6,8 +6,11 @@ from datetime import datetime
 from flask import Blueprint, Flask, abort, g, jsonify, request
 from sqlalchemy import text
 
-from .. import accounts, outbox, tickets
+from .. import accounts, api_tokens, outbox, tickets
 from ..mail.compose import ComposeError
+from ..mail.filenames import display_filename
+from ..models import TICKET_STATUSES
+from . import params
 from .context import db, readable_ticket, runtime
 from .security import api_auth
 
@@ -20,14 +23,27 @@ def iso(value: datetime | None) -> str | None:
 
 @bp.get("/health")
 def health():
+    """For load balancers and monitors, without a token: only whether the app and its database answer.
+    Details about the processes (host names, ids) are for an admin's token: they help an attacker map
+    the installation."""
     try:
         db().execute(text("SELECT 1"))
         database = "ok"
     except Exception:  # noqa: BLE001 - health reports, it does not raise
+        db().rollback()
         database = "unreachable"
-    worker = runtime().worker.status() if runtime().worker is not None else "not in this process"
     status = "ok" if database == "ok" else "degraded"
-    return jsonify(status=status, database=database, worker=worker), 200 if status == "ok" else 503
+    body = {"status": status, "database": database}
+    caller = _bearer_user_or_none() if database == "ok" else None
+    if caller is not None and caller.is_admin:
+        body["worker"] = runtime().worker.status() if runtime().worker is not None else "not in this process"
+    return jsonify(body), 200 if status == "ok" else 503
+
+
+def _bearer_user_or_none():
+    """The token's user if a valid one came along; health never refuses, it only tells less."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return api_tokens.check(db(), token.strip()).user if scheme.lower() == "bearer" else None
 
 
 def account_json(account) -> dict:
@@ -57,7 +73,7 @@ def article_json(article) -> dict:
             "to": _split(article.to_addrs), "cc": _split(article.cc_addrs), "subject": article.subject,
             "message_id": article.message_id, "date": iso(article.date or article.created_at),
             "body_text": article.body_text,
-            "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
+            "attachments": [{"filename": display_filename(a.filename), "content_type": a.content_type, "size": a.size,
                              "sha256": a.blob_sha256} for a in article.attachments],
             "delivery": delivery_state(article),
             "delivery_error": article.outbox.last_error if article.outbox is not None else None}
@@ -79,15 +95,9 @@ def _error(status: int, error: str, detail: str):
 @bp.get("/tickets")
 @api_auth
 def ticket_list():
-    page = request.args.get("page", "1")
-    if not page.isdigit() or int(page) < 1:
-        return _error(400, "bad_request", "page must be a positive whole number")
-    try:
-        result = tickets.search_tickets(db(), g.api_user, status=request.args.get("status") or None,
-                                        account=request.args.get("account") or None,
-                                        q=request.args.get("q") or None, page=int(page))
-    except ValueError as exc:
-        return _error(400, "bad_request", str(exc))
+    result = tickets.search_tickets(db(), g.api_user, status=params.choice("status", TICKET_STATUSES),
+                                    account=params.mailbox_address("account"), q=params.search_text("q"),
+                                    page=params.page())
     return jsonify(items=[ticket_json(t) for t in result.items], next_page=result.next_page)
 
 

@@ -8,10 +8,12 @@ from typing import Any, Mapping
 from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ..config import ConfigError, Settings
 from ..crypto import flask_secret_key
 from ..runtime import Runtime, configure_logging
-from . import accounts, admin, api, auth, security, tickets
+from . import accounts, admin, api, auth, params, security, tickets, tokens
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -25,12 +27,21 @@ def templates_folder() -> Path:
     return installed if installed.is_dir() else PACKAGE_DIR.parent / "templates"
 
 
+def _check_settings(settings: Settings) -> None:
+    if settings.app.trusted_proxies < 0:
+        raise ConfigError("app.trusted_proxies must be 0 (no reverse proxy) or the number of proxies in front, "
+                          f"not {settings.app.trusted_proxies}")
+    if settings.app.session_idle_minutes < 1:
+        raise ConfigError(f"app.session_idle_minutes must be 1 or more, not {settings.app.session_idle_minutes}")
+
+
 def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | None = None) -> Flask:
     configure_logging()
     overrides = dict(overrides or {})
     flask_config = overrides.pop("flask", {})
     runtime = runtime or Runtime.create(overrides)
     settings = runtime.settings
+    _check_settings(settings)
     app = Flask("connector", template_folder=str(templates_folder()), static_folder="static",
                 root_path=str(PACKAGE_DIR))
     app.config.update(
@@ -38,6 +49,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | Non
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.app.base_url.startswith("https://"),
+        # Never issued ("remember me" is not offered); one presented anyway restores no session (sessions.py).
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SECURE=settings.app.base_url.startswith("https://"),
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, so long-open forms still work
@@ -46,10 +58,17 @@ def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | Non
     )
     app.config.update(flask_config)
     app.extensions["connector"] = runtime
+    if settings.app.trusted_proxies:
+        # Believe X-Forwarded-For/-Proto/-Host only as far as the configured proxies wrote them: the
+        # client address that throttling and session protection see is then the real one, and a client
+        # cannot pick its own by sending the header (with 0 proxies the header is ignored).
+        hops = settings.app.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
+    app.url_map.converters["int"] = params.DatabaseIdConverter  # before any route is added
     csrf.init_app(app)
     security.init_app(app)
-    for module in (auth, admin, accounts, tickets, api):
+    for module in (auth, tokens, admin, accounts, tickets, api):
         module.init_app(app)
     csrf.exempt(api.bp)
 

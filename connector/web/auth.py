@@ -1,15 +1,18 @@
-"""Sign in and out with email and password."""
+"""Sign in and out with email and password; change the password.
+
+Password checks are throttled (throttle.py); sessions start fresh and end everywhere (sessions.py)."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import Blueprint, Flask, flash, make_response, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from .. import users
+from . import devices, sessions
 from .context import db, runtime
 
 bp = Blueprint("auth", __name__)
@@ -38,23 +41,31 @@ def login():
     if form.validate_on_submit():
         session = db()
         result = users.authenticate(session, form.email.data, form.password.data, request.remote_addr or "?",
-                                    runtime().settings.app.max_login_failures)
+                                    runtime().settings.app.max_login_failures, device=devices.read(request))
         session.commit()
         if result.user is not None:
-            login_user(result.user)
-            return redirect(_safe_next(request.args.get("next")))
+            sessions.start(result.user)
+            response = redirect(_safe_next(request.args.get("next")))
+            devices.remember(response, request, result.user)
+            return response
         flash(result.error, "error")
         status = 429 if result.retry_after else 401
     elif request.method == "POST":
         status = 400
-    return render_template("auth/login.html", form=form), status
+    response = make_response(render_template("auth/login.html", form=form), status)
+    if status == 429:
+        response.headers["Retry-After"] = str(result.retry_after)
+    return response
 
 
 @bp.post("/logout")
 @login_required
 def logout():
-    logout_user()
-    flash("Signed out.", "info")
+    """Ends this session and every other copy or browser signed in as this user."""
+    users.end_sessions(db(), current_user._get_current_object())
+    db().commit()
+    sessions.end()
+    flash("Signed out, here and in every other browser signed in as you.", "info")
     return redirect(url_for("auth.login"))
 
 
@@ -71,14 +82,23 @@ def password():
     form = PasswordForm()
     status = 200
     if form.validate_on_submit():
+        user = current_user._get_current_object()
         try:
-            users.change_password(current_user, form.current.data, form.new.data)
+            users.change_password(db(), user, form.current.data, form.new.data, request.remote_addr or "?",
+                                  runtime().settings.app.max_login_failures, device=devices.read(request))
+        except users.PasswordThrottled as exc:
+            db().rollback()
+            form.current.errors.append(str(exc))
+            status = 429
         except users.UserError as exc:
-            form.new.errors.append(str(exc).capitalize() + ".")
+            db().rollback()
+            target = form.current if "current password" in str(exc) else form.new
+            target.errors.append(str(exc).capitalize() + ".")
             status = 400
         else:
             db().commit()
-            flash("Password changed.", "success")
+            sessions.start(user)  # this browser stays signed in, with the new generation
+            flash("Password changed. Every other browser signed in as you was signed out.", "success")
             return redirect(url_for("tickets.index"))
     elif form.is_submitted():
         status = 400

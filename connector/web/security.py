@@ -4,11 +4,13 @@ from __future__ import annotations
 from functools import wraps
 from typing import Callable
 
-from flask import Flask, abort, g, jsonify, request
+from flask import Flask, abort, g, jsonify, redirect, request
 from flask_login import LoginManager, current_user
+from flask_login.utils import login_url
 
-from .. import users
+from .. import api_tokens
 from ..models import User
+from . import sessions
 from .context import db
 
 login_manager = LoginManager()
@@ -22,8 +24,14 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
-    user = db().get(User, int(user_id)) if user_id.isdigit() else None
-    return user if user is not None and user.is_active else None
+    return sessions.load_user(user_id)
+
+
+@login_manager.unauthorized_handler
+def _unauthorized():
+    """To the sign-in page, saying why: not signed in, or the session that just ended."""
+    sessions.flash_reason(login_manager.login_message)
+    return redirect(login_url(login_manager.login_view, next_url=request.url))
 
 
 def admin_required(view: Callable) -> Callable:
@@ -38,20 +46,17 @@ def admin_required(view: Callable) -> Callable:
 
 
 def api_auth(view: Callable) -> Callable:
-    """Bearer token from `connector create-token`; 401 JSON without a valid one."""
+    """Bearer token from /account/tokens or `connector create-token`; 401 JSON saying why without one."""
     @wraps(view)
     def wrapper(*args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        user = users.user_for_api_token(db(), token.strip()) if scheme.lower() == "bearer" else None
-        if user is None:
-            response = jsonify(error="unauthorized",
-                               detail="Send 'Authorization: Bearer <token>' with a token from 'connector create-token'.")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        result = api_tokens.check(db(), token.strip() if scheme.lower() == "bearer" else "")
+        if result.user is None:
+            response = jsonify(error="unauthorized", detail=result.problem)
             response.status_code = 401
             response.headers["WWW-Authenticate"] = 'Bearer realm="connector"'
             return response
-        db().commit()  # last_used_at
-        g.api_user = user
+        g.api_user = result.user
         return view(*args, **kwargs)
     return wrapper
 
@@ -65,6 +70,6 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.path.startswith(("/api/", "/login", "/admin", "/auth/")):
+        if request.path.startswith(("/api/", "/login", "/admin", "/auth/", "/account/")):
             response.headers.setdefault("Cache-Control", "no-store")
         return response

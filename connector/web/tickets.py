@@ -12,16 +12,27 @@ from wtforms.validators import DataRequired, Length
 
 from .. import accounts, outbox, tickets
 from ..mail.compose import ComposeError, OutgoingFile
+from ..mail.filenames import content_disposition, display_filename
 from ..mail.html import sanitize_html, text_to_html
 from ..blobs import read_blob
 from ..models import TICKET_STATUSES, Article, Attachment
+from . import params
 from .context import db, readable_ticket, runtime
 
 bp = Blueprint("tickets", __name__)
 
-# The mail body is shown in a sandboxed frame (no scripts, no same-origin) under its own policy.
+# A mail body is sanitised HTML shown under its own policy, and sandboxed by the policy itself (not only
+# by the <iframe sandbox> of the ticket page), so opening the body's URL directly is sandboxed too:
+# no script, no form, no plugin, no navigation of the top page. Links open in a new tab
+# (allow-popups), as a normal page (allow-popups-to-escape-sandbox, else the linked site breaks).
+# Inside our ticket page's frame the document also keeps its origin (allow-same-origin): the page sizes
+# the frame to the mail's height from outside, and inline (cid:) images are our own login-protected
+# URLs, which an opaque origin would load without the session cookie. With no script in the frame,
+# the origin gives the mail nothing to use. Opened any other way, the body gets an opaque origin.
 BODY_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:{remote}; font-src data:; " \
-           "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+           "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; sandbox {sandbox}"
+BODY_SANDBOX = "allow-popups allow-popups-to-escape-sandbox"
+BODY_SANDBOX_IN_FRAME = "allow-same-origin " + BODY_SANDBOX
 
 
 class StatusForm(FlaskForm):
@@ -50,27 +61,38 @@ def uploaded_files(field) -> list[OutgoingFile]:
     files = []
     for storage in field.data or []:
         if storage and storage.filename:
-            files.append(OutgoingFile(storage.filename, storage.mimetype or "application/octet-stream",
-                                      storage.read()))
+            files.append(OutgoingFile(display_filename(storage.filename),
+                                      storage.mimetype or "application/octet-stream", storage.read()))
     return files
 
 
 def _filters() -> dict:
-    status = request.args.get("status") or None
-    if status not in (None, *TICKET_STATUSES):
-        status = None
-    return {"status": status, "account": request.args.get("account") or None, "q": request.args.get("q") or None}
+    return {"status": params.choice("status", TICKET_STATUSES), "account": params.mailbox_address("account"),
+            "q": params.search_text("q")}
 
 
 @bp.get("/tickets")
 @login_required
 def index():
     filters = _filters()
-    page = request.args.get("page", 1, type=int)
+    page = params.page()
+    partial = params.flag("partial")
     result = tickets.search_tickets(db(), current_user, page=page, **filters)
+    if partial:
+        return jsonify(items=[_row_json(t) for t in result.items], next_page=result.next_page,
+                       empty="No tickets match these filters." if any(filters.values()) else "No tickets.")
     mailboxes = accounts.visible_accounts(db(), current_user)
-    template = "tickets/_rows.html" if request.args.get("partial") else "tickets/index.html"
-    return render_template(template, page=result, filters=filters, mailboxes=mailboxes, statuses=TICKET_STATUSES)
+    return render_template("tickets/index.html", page=result, filters=filters, mailboxes=mailboxes,
+                           statuses=TICKET_STATUSES)
+
+
+def _row_json(ticket) -> dict:
+    """One row of the live list: plain values, which app.js puts into the page as text."""
+    return {"id": ticket.id, "url": url_for(".show", ticket_id=ticket.id), "number": ticket.number,
+            "subject": ticket.subject, "customer_name": ticket.customer_name,
+            "customer_address": ticket.customer_address, "account": ticket.account.address,
+            "status": ticket.status, "article_count": ticket.article_count,
+            "updated": ticket.updated_at.strftime("%Y-%m-%d %H:%M"), "updated_at": ticket.updated_at.isoformat()}
 
 
 def _ticket_or_404(ticket_id: int):
@@ -133,10 +155,12 @@ def new():
     mailboxes = [a for a in accounts.visible_accounts(db(), current_user) if a.status != "disabled"]
     form = NewTicketForm()
     form.account.choices = [SelectChoice(a.id, a.address) for a in mailboxes]
+    status = 200
+    if form.is_submitted() and form.account.raw_data and \
+            form.account.raw_data[0] not in {str(a.id) for a in mailboxes}:
+        abort(404, "No such mailbox, or you are not a member of it (or it is disconnected).")
     if form.validate_on_submit():
-        account = next((a for a in mailboxes if a.id == form.account.data), None)
-        if account is None:
-            abort(403)
+        account = next(a for a in mailboxes if a.id == form.account.data)
         try:
             ticket = outbox.open_outgoing_ticket(db(), account, current_user, form.to.data, form.subject.data,
                                                  form.body.data, form.cc.data or "", uploaded_files(form.files))
@@ -148,7 +172,10 @@ def new():
             runtime().wakeup.set()
             flash("Mail queued; it goes out in a moment.", "success")
             return redirect(url_for(".show", ticket_id=ticket.id))
-    return render_template("tickets/new.html", form=form, has_mailboxes=bool(mailboxes))
+        status = 400
+    elif form.is_submitted():
+        status = 400
+    return render_template("tickets/new.html", form=form, has_mailboxes=bool(mailboxes)), status
 
 
 @bp.post("/tickets/<int:ticket_id>/status")
@@ -176,7 +203,7 @@ def _article_or_404(ticket_id: int, article_id: int) -> Article:
 def article_body(ticket_id: int, article_id: int):
     """The sanitised HTML of one mail, for the sandboxed frame; remote images only when asked."""
     article = _article_or_404(ticket_id, article_id)
-    allow_remote = request.args.get("images") == "1"
+    allow_remote = params.flag("images")
     by_cid = {(a.content_id or "").strip("<>"): a.id for a in article.attachments if a.content_id}
 
     def cid_url(cid: str) -> str | None:
@@ -191,7 +218,11 @@ def article_body(ticket_id: int, article_id: int):
         html, blocked = text_to_html(article.body_text or ""), 0
     page = render_template("tickets/body.html", html=html)
     response = Response(page, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = BODY_CSP.format(remote=" https: http:" if allow_remote else "")
+    # Sec-Fetch-Dest is set by the browser alone (a page cannot forge it); without it, the strict sandbox.
+    in_frame = request.headers.get("Sec-Fetch-Dest") == "iframe"
+    response.headers["Content-Security-Policy"] = BODY_CSP.format(
+        remote=" https: http:" if allow_remote else "", sandbox=BODY_SANDBOX_IN_FRAME if in_frame else BODY_SANDBOX)
+    response.headers["Vary"] = "Sec-Fetch-Dest"
     response.headers["X-Blocked-Remote-Images"] = str(blocked)
     return response
 
@@ -216,13 +247,11 @@ def attachment(ticket_id: int, attachment_id: int):
     data = read_blob(db(), row.blob_sha256)
     if data is None:
         abort(404, "The bytes of this attachment are missing from the blob folder; restore it from a backup.")
-    inline_image = request.args.get("inline") == "1" and row.content_type in {
+    inline_image = params.flag("inline") and row.content_type in {
         "image/png", "image/jpeg", "image/gif", "image/webp"}
     response = Response(data, mimetype=row.content_type if inline_image else "application/octet-stream")
-    disposition = "inline" if inline_image else "attachment"
-    from werkzeug.http import dump_options_header  # RFC 6266 / 5987 encoding of any file name
-
-    response.headers["Content-Disposition"] = dump_options_header(disposition, {"filename": row.filename})
+    response.headers["Content-Disposition"] = content_disposition("inline" if inline_image else "attachment",
+                                                                  row.filename)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response.headers["Cache-Control"] = "private, max-age=3600"
@@ -237,9 +266,12 @@ def raw(ticket_id: int, article_id: int):
     if data is None:
         abort(404, "The original of this mail is not stored (or is missing from the blob folder).")
     response = Response(data, mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = f'attachment; filename="ticket-{ticket_id}-article-{article_id}.eml"'
+    response.headers["Content-Disposition"] = content_disposition("attachment",
+                                                                  f"ticket-{ticket_id}-article-{article_id}.eml")
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
 def init_app(app: Flask) -> None:
+    app.add_template_filter(display_filename, "display_filename")
     app.register_blueprint(bp)

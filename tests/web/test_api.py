@@ -26,12 +26,30 @@ def add_account(app, owner, address, **fields) -> int:
         return account.id
 
 
-def test_health_needs_no_token(client):
+def test_health_needs_no_token_and_tells_strangers_nothing_about_the_host(app, client, agent, admin):
+    import os
+    import socket
+
     response = client.get("/api/v1/health")
     assert response.status_code == 200
-    body = response.get_json()
-    assert body["status"] == "ok" and body["database"] == "ok" and "worker" in body
+    assert response.get_json() == {"status": "ok", "database": "ok"}
     assert response.headers["Cache-Control"] == "no-store"
+    # an agent's token, a wrong token and a signed-in browser get the same short answer
+    login(client, agent.email)
+    for headers in ({}, bearer(token_for(app, agent)), bearer("ctr_not-a-token"), {"Authorization": "Basic eDp5"}):
+        body = client.get("/api/v1/health", headers=headers)
+        assert body.status_code == 200 and body.get_json() == {"status": "ok", "database": "ok"}, headers
+        text = body.get_data(as_text=True)
+        assert socket.gethostname() not in text and str(os.getpid()) not in text
+
+    from connector.worker import Worker
+
+    Worker(app.extensions["connector"], name="health")  # as `connector serve` has one (not started here)
+    anonymous = client.get("/api/v1/health")
+    assert anonymous.get_json() == {"status": "ok", "database": "ok"}
+    assert socket.gethostname() not in anonymous.get_data(as_text=True)
+    detailed = client.get("/api/v1/health", headers=bearer(token_for(app, admin))).get_json()
+    assert detailed["status"] == "ok" and detailed["worker"]["id"] == f"{socket.gethostname()}:{os.getpid()}:health"
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Bearer not-a-token", "Basic dXNlcjpwYXNz",

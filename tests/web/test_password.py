@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from tests.support.app import PASSWORD, csrf_token, login
+from connector.web import devices
+from tests.support.signin import failures, sign_in
 
 
 def change(client, current, new, confirm=None):
@@ -28,3 +30,34 @@ def test_password_page_needs_sign_in_and_csrf(client, agent):
     response = client.post("/account/password", data={"current": PASSWORD, "new": "another long one",
                                                       "confirm": "another long one"})
     assert response.status_code == 400
+
+
+def test_the_current_password_check_is_throttled(app, client, agent):
+    """A borrowed signed-in browser must not become a way to guess the password (and then change it)."""
+    login(client, agent.email)
+    for n in range(5):
+        response = change(client, f"guess number {n}", "a brand new secret")
+        assert response.status_code == 400 and "current password is wrong" in response.get_data(as_text=True)
+    refused = change(client, PASSWORD, "a brand new secret")  # even the right one is not checked now
+    assert refused.status_code == 429
+    assert "Too many failed sign-ins. Wait 5 seconds" in refused.get_data(as_text=True)
+    assert login(app.test_client(), agent.email, PASSWORD).status_code == 302  # unchanged
+
+
+def test_without_a_device_cookie_the_password_page_and_sign_in_share_the_count(app, client, agent):
+    login(client, agent.email)
+    client.delete_cookie(devices.COOKIE)
+    for n in range(5):
+        assert change(client, f"guess number {n}", "a brand new secret").status_code == 400
+    # the sign-in form from the same address is held up as well: it is the same guessing
+    assert sign_in(app.test_client(), agent.email).status_code == 429
+
+
+def test_a_right_current_password_gives_its_attempt_back(app, client, agent):
+    login(client, agent.email)
+    client.delete_cookie(devices.COOKIE)  # counted by address then
+    for n in range(4):
+        change(client, f"guess number {n}", "a brand new secret")
+    assert change(client, PASSWORD, "a brand new secret").status_code == 302
+    assert failures(app, f"pair:{agent.email}|127.0.0.1") == 0
+    assert failures(app, "client:127.0.0.1") == 4  # the four wrong ones stay, the right one is given back

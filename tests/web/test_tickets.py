@@ -168,3 +168,140 @@ def test_quarantine_is_for_admins(app, client, agent, admin):
     other = app.test_client()
     login(other, admin.email, PASSWORD)
     assert "Every mail was imported" in other.get("/admin/quarantine").get_data(as_text=True)
+
+
+# -- file names: shown and downloaded safely, whatever the sender wrote ------------------------------------
+
+HOSTILE_NAMES = {
+    "photo\u202egpj.exe": "photogpj.exe",             # RIGHT-TO-LEFT OVERRIDE: would show "photoexe.jpg"
+    "report\u2066\u2067\u200f.pdf\u2069.exe": "report.pdf.exe",  # isolates and marks
+    "Отчёт — 2026 ✓.pdf": "Отчёт — 2026 ✓.pdf",          # not Latin-1: must not break the header
+    "日本語の請求書.xlsx": "日本語の請求書.xlsx",
+    'say "hi".txt': 'say "hi".txt',                       # a quote inside the header's quoted string
+}
+
+
+def mail_with_files(to: str, names) -> bytes:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "c@example.net", to, "Files", "<files@x>"
+    msg.set_content("See attached.")
+    for i, name in enumerate(names):
+        msg.add_attachment(f"file {i}".encode(), maintype="application", subtype="octet-stream", filename=name)
+    return msg.as_bytes()
+
+
+def filename_from_disposition(header: str) -> str:
+    """What a browser saves the file as: RFC 6266 prefers filename* (RFC 5987) over filename."""
+    from urllib.parse import unquote
+
+    header.encode("latin-1")  # what any WSGI server must be able to send
+    star = re.search(r"filename\*=UTF-8''([^;\s]+)", header)
+    if star:
+        return unquote(star.group(1), encoding="utf-8", errors="strict")
+    return re.search(r'filename="([^"]*)"', header).group(1)
+
+
+def test_attachment_names_are_shown_and_downloaded_without_controls(app, client, agent, mailbox, deliver):
+    box = mailbox(agent)
+    ticket_id = deliver(box, mail_with_files(box.address, HOSTILE_NAMES))
+    login(client, agent.email)
+    page = client.get(f"/tickets/{ticket_id}").get_data(as_text=True)
+    links = re.findall(r'<a href="(/tickets/\d+/attachments/\d+)"><bdi>(.*?)</bdi></a>', page)
+    from html import unescape
+
+    assert [unescape(name) for _, name in links] == list(HOSTILE_NAMES.values())
+    detail = client.get(f"/api/v1/tickets/{ticket_id}", headers={"Authorization": f"Bearer {api_token(app, agent)}"})
+    assert [a["filename"] for a in detail.get_json()["articles"][0]["attachments"]] == list(HOSTILE_NAMES.values())
+    for (url, _), shown in zip(links, HOSTILE_NAMES.values()):
+        download = client.get(url)
+        header = download.headers["Content-Disposition"]
+        assert header.startswith("attachment;") and header.isascii(), header
+        assert filename_from_disposition(header) == shown
+        fallback = re.search(r'filename="([^"]*)"', header).group(1)
+        assert fallback.isascii() and fallback.split(".")[-1] == shown.split(".")[-1]  # the true extension
+
+
+def test_downloads_with_any_name_work_under_gunicorn(app, app_config, agent, mailbox, deliver):
+    """HTTP/1.1 headers are Latin-1 on the wire; gunicorn answers 500 for anything else."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+
+    from tests.support.net import free_port
+
+    box = mailbox(agent)
+    ticket_id = deliver(box, mail_with_files(box.address, HOSTILE_NAMES))
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")} | {
+        "CONNECTOR_CONFIG": os.devnull, "CONNECTOR_APP_BASE_URL": f"http://127.0.0.1:{port}",
+        "CONNECTOR_APP_DATA_DIR": app_config["app"]["data_dir"], "CONNECTOR_DATABASE_URL": app_config["database"]["url"],
+        "CONNECTOR_MICROSOFT_AUTHORITY_HOST": app_config["microsoft"]["authority_host"]}
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    http = requests.Session()
+    http.trust_env = False
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.stdout.read().decode(errors="replace")
+            try:
+                if http.get(base + "/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not answer"
+            time.sleep(0.1)
+        token = csrf_token(http.get(base + "/login").text)
+        assert http.post(base + "/login", data={"email": agent.email, "password": PASSWORD, "csrf_token": token},
+                         allow_redirects=False).status_code == 302
+        page = http.get(f"{base}/tickets/{ticket_id}").text
+        links = re.findall(r'href="(/tickets/\d+/attachments/\d+)"', page)
+        assert len(links) == len(HOSTILE_NAMES)
+        for link, shown in zip(links, HOSTILE_NAMES.values()):
+            download = http.get(base + link)
+            assert download.status_code == 200, (shown, download.status_code)
+            # requests decodes header bytes as Latin-1, as the wire carries them
+            assert filename_from_disposition(download.headers["Content-Disposition"]) == shown
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+        http.close()
+
+
+def test_the_mail_body_is_sandboxed_by_its_own_policy(app, client, agent, mailbox, deliver):
+    """Opened directly, the body's URL is a sandboxed document with an opaque origin; only inside a frame
+    (Sec-Fetch-Dest, which only the browser sets) does it keep its origin, and never may it run script."""
+    box = mailbox(agent)
+    ticket_id = deliver(box, make_mail(to=box.address, subject="Framed", html="<p>Hello <b>there</b></p>"))
+    login(client, agent.email)
+    page = client.get(f"/tickets/{ticket_id}").get_data(as_text=True)
+    url = re.search(r'<iframe sandbox="[^"]*"[^>]*?\ssrc="([^"]+)"', page).group(1)
+
+    def sandbox(response) -> list[str]:
+        directives = [d.strip() for d in response.headers["Content-Security-Policy"].split(";")]
+        [tokens] = [d.split()[1:] for d in directives if d.split()[:1] == ["sandbox"]]
+        return tokens
+
+    for headers in ({}, {"Sec-Fetch-Dest": "document"}, {"Sec-Fetch-Dest": "empty"}):
+        direct = client.get(url, headers=headers)
+        assert direct.status_code == 200 and "<b>there</b>" in direct.get_data(as_text=True)
+        assert sorted(sandbox(direct)) == ["allow-popups", "allow-popups-to-escape-sandbox"], headers
+        assert "Sec-Fetch-Dest" in direct.headers["Vary"]
+    framed = client.get(url, headers={"Sec-Fetch-Dest": "iframe"})
+    assert sorted(sandbox(framed)) == ["allow-popups", "allow-popups-to-escape-sandbox", "allow-same-origin"]
+    for response in (framed, client.get(url + "?images=1")):
+        assert "allow-scripts" not in sandbox(response) and "allow-forms" not in sandbox(response)
