@@ -46,3 +46,30 @@ def test_each_rotated_refresh_token_is_saved_before_the_next_refresh(mail_app, o
             assert session.get(Account, account_id).status == "connected"
     finally:
         idp.access_token_lifetime = 3600
+
+
+def test_two_workers_refreshing_one_mailbox_at_once_keep_it_connected(mail_app, org, ca, agent, idp):
+    """Two workers (or a worker's mailbox and sender threads) read the same cache, then both refresh: the
+    second redeems a refresh token the first has just redeemed. It must pick up the first one's saved token
+    instead of putting the mailbox in "needs reconnect"."""
+    from connector import accounts
+
+    rt = mail_app.extensions["connector"]
+    idp.access_token_lifetime = 120  # every use refreshes
+    try:
+        account_id, address = connect(mail_app, org, ca, agent)
+        with rt.db.sessionmaker() as first, rt.db.sessionmaker() as second:
+            early = first.get(Account, account_id)
+            first.commit()  # no transaction held (SQLite's write lock); the loaded values stay
+            late = second.get(Account, account_id)
+            second.commit()
+            assert stored_refresh_tokens(rt, account_id) == idp.live_refresh_tokens(address)  # both hold it
+            token = accounts.mail_access_token(first, rt.vault, rt.identity(first), early)
+            other = accounts.mail_access_token(second, rt.vault, rt.identity(second), late)
+        assert idp.introspect(token, user=address)["active"] and idp.introspect(other, user=address)["active"]
+        with rt.db.session() as session:
+            account = session.get(Account, account_id)
+            assert (account.status, account.last_error) == ("connected", None)
+        assert stored_refresh_tokens(rt, account_id) == idp.live_refresh_tokens(address)
+    finally:
+        idp.access_token_lifetime = 3600
