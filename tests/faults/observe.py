@@ -61,6 +61,13 @@ class Observer:
         with self.engine.connect() as conn:
             return conn.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.state == "sent"))
 
+    def leases(self) -> dict[int, tuple[str | None, bool]]:
+        """Mailbox id -> (the worker named in its lease, whether that lease is still current)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Account.id, Account.lease_owner, Account.lease_expires_at)).all()
+        now = datetime.now(timezone.utc).replace(tzinfo=None)  # the product stores naive UTC
+        return {account_id: (owner, expires is not None and expires > now) for account_id, owner, expires in rows}
+
     def lease_holders(self) -> dict[int, str | None]:
         """Mailbox id -> the worker whose lease is current ("host:pid:name"), None if nobody's is."""
         with self.engine.connect() as conn:
