@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"-- {scenario.name} on {kind}", flush=True)
                 try:
                     out = scenario.run(c)
-                except Exception:  # noqa: BLE001 - the harness failed: report it, go on with the next scenario
+                except Exception as exc:  # noqa: BLE001 - the harness failed: report it, go on with the next one
                     traceback.print_exc()
-                    failures.append(f"{scenario.name} on {kind}: the harness failed (see the output)")
+                    failures.append(f"{scenario.name} on {kind}: the harness failed: {str(exc).splitlines()[0]}")
                     continue
                 finally:
                     c.close()
@@ -161,6 +161,17 @@ def report(record: dict) -> list[str]:
     return lines
 
 
+def findings(record: dict) -> list[str]:
+    """Everything the campaign found wrong, first: a reader must not have to search the tables for it."""
+    lines = [f"- {o['title']} ({o['database']}, {o['workers']} worker{'s' if o['workers'] > 1 else ''}): {p}"
+             for o in record["outcomes"] for p in o["problems"]]
+    lines += [f"- {failure}" for failure in record["failures"]
+              if "the harness failed" in failure or "no database" in failure]
+    if not lines:
+        return ["Nothing was lost, duplicated, misplaced or left stuck.", ""]
+    return ["## What the campaign found", "", *lines, ""]
+
+
 def document(record: dict, figures: list[str]) -> list[str]:
     """RELIABILITY.md: what is claimed, how it is checked, the figures, and every finding."""
     outcomes = record["outcomes"]
@@ -183,6 +194,7 @@ def document(record: dict, figures: list[str]) -> list[str]:
         "",
         *figures,
         "",
+        *findings(record),
         "## How each fault is made and checked",
         "",
         "- **Kills are aimed and proven.** Each kill targets one phase; its moment is a seeded random point in "

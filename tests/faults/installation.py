@@ -166,21 +166,26 @@ class Installation:
         self.start_web()
         return self
 
-    def start_web(self, timeout: float = 30.0) -> None:
-        self.web = ProductProcess("web", ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(self.port)],
-                                  self.env(), self.directory / "web.log", self.directory)
+    def start_web(self, timeout: float = 30.0, *, embedded_worker: bool = False) -> ProductProcess:
+        """`connector serve --no-worker`, or with `embedded_worker` the embedded default (web and worker in one
+        process); returns once /api/v1/health answers."""
+        self._started += 1
+        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port)] + ([] if embedded_worker else ["--no-worker"])
+        self.web = ProductProcess(f"serve-{self._started}", args, self.env(),
+                                  self.directory / f"serve-{self._started}.log", self.directory)
         deadline = time.monotonic() + timeout
         while True:
             if not self.web.alive:
                 raise InstallationError(f"connector serve exited:\n{self.web.log_tail()}")
             try:
                 if self._http.get(self.url("/api/v1/health"), timeout=2).status_code == 200:
-                    return
+                    break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
                 raise InstallationError(f"connector serve did not answer /api/v1/health in {timeout}s")
             time.sleep(0.05)
+        return self.web
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -16,7 +16,7 @@ from typing import Callable
 
 from tests.faults.campaign import Campaign
 from tests.faults.checks import check_articles, check_connected, check_placement
-from tests.faults.harness import Kill, Outcome, ScenarioFailed, Stalled, settles, wait_for_progress
+from tests.faults.harness import Kill, Outcome, ScenarioFailed, Stalled, settles, wait_for, wait_for_progress
 from tests.faults.installation import Installation, Tuning
 from tests.faults.mails import Mail, deliver, folder_count, make_mails, put_in_maildir
 from tests.faults.observe import Observer
@@ -39,11 +39,30 @@ class Killer:
     """Kills one scenario's worker at chosen moments, restarts it, and records each kill."""
 
     def __init__(self, c: Campaign, out: Outcome, installation: Installation, rng: random.Random,
-                 progress: Callable[[], int], phase: str) -> None:
+                 progress: Callable[[], int], phase: str, address: str) -> None:
         self.c, self.out, self.installation, self.rng = c, out, installation, rng
-        self.progress, self.phase = progress, phase
+        self.progress, self.phase, self.address = progress, phase, address
+        self.logins_before = c.world.imap_logins(address)
         self.worker = installation.start_worker()
         self.born_at = 0  # the progress when the current worker started its work in this phase
+
+    def kill_first_pass(self, total: int, jitter: float, detail: Callable[[int, int], str]) -> Kill | None:
+        """Kill the worker that has just started, a random moment after it signed in to the mailbox (Dovecot logs
+        the session): its first batch is being fetched, parsed and written, and (most often) nothing of it is
+        committed yet. Counts if the work was still short of `total` once the process was dead."""
+        wait_for(lambda: self.c.world.imap_logins(self.address) > self.logins_before, STALL,
+                 "the worker signing in to the mailbox", watch=[self.worker])
+        time.sleep(self.rng.uniform(0, jitter))
+        before = self.progress()
+        moment = self.worker.kill()
+        after = self.progress()
+        if after >= total:
+            self.out.notes.append(f"the kill early in the first pass came after the {self.phase} ended; not counted")
+            self._restart()
+            return None
+        when = "signed in, before its first commit" if after == self.born_at else "signed in, first batches committed"
+        return self._record(Kill(self.out.name, self.phase, f"{when}: {detail(before, after)}", before, after, total),
+                            moment)
 
     def kill_after(self, threshold: int, total: int | Callable[[], int], jitter: float,
                    detail: Callable[[int, int], str], in_phase: Callable[[], bool] = lambda: True) -> Kill | None:
@@ -65,7 +84,10 @@ class Killer:
                                   f"of {goal}); not counted")
             self._restart()
             return None
-        kill = Kill(self.out.name, self.phase, detail(before, after), before, after, goal)
+        return self._record(Kill(self.out.name, self.phase, detail(before, after), before, after, goal), moment)
+
+    def _record(self, kill: Kill, moment: float) -> Kill:
+        after = kill.after
         self.out.kills.append(kill)
         self._restart()
         wait_for_progress(self.progress, after + 1, f"{self.phase} resuming after a kill", stall=STALL + 30,
@@ -76,6 +98,7 @@ class Killer:
 
     def _restart(self) -> None:
         self.born_at = self.progress()
+        self.logins_before = self.c.world.imap_logins(self.address)
         self.worker = self.installation.start_worker()
 
 
@@ -126,9 +149,17 @@ class _Doubled:
 
 
 def kill_repeatedly(killer: Killer, backlog: "Backlog | _Doubled", planned: int, jitter: float,
-                    detail: Callable[[int, int], str], in_phase: Callable[[], bool] = lambda: True) -> None:
+                    detail: Callable[[int, int], str], in_phase: Callable[[], bool] = lambda: True,
+                    first_pass: bool = False) -> None:
     """Make `planned` kills in the killer's phase, at seeded random points spread over the work left; when
-    the phase has finished first, give it another round of mail."""
+    the phase has finished first, give it another round of mail. With `first_pass`, the first kill comes
+    early in the first worker's first pass (see Killer.kill_first_pass)."""
+    if first_pass and planned:
+        try:
+            killer.kill_first_pass(backlog.total, jitter=0.3, detail=detail)
+        except Stalled as exc:
+            killer.out.notes.append(f"{exc}: no more kills")
+            return
     while len(killer.out.kills) < planned:
         done = killer.progress()
         if done >= backlog.total:
@@ -159,13 +190,13 @@ def big_import(c: Campaign) -> Outcome:
         account, address = _new_mailbox(c, installation, name)
         backlog = Backlog(c, rng, c.tag(name), address, size.big_import_mails, attachment_share=0.2)
         backlog.add_round()
-        killer = Killer(c, out, installation, rng, lambda: observer.incoming(account), "big import")
+        killer = Killer(c, out, installation, rng, lambda: observer.incoming(account), "big import", address)
 
         def detail(before: int, after: int) -> str:
             packs = f", {pack_files(installation)} pack files on disk" if c.databases.kind == "sqlite" else ""
             return (f"{after} of {backlog.total} mails committed, {after - observer.extracted(account)} of them "
                     f"still without body (headers first){packs}")
-        kill_repeatedly(killer, backlog, size.big_import_kills, jitter=0.1, detail=detail)
+        kill_repeatedly(killer, backlog, size.big_import_kills, jitter=0.1, detail=detail, first_pass=True)
         settles(lambda: observer.incoming(account) >= backlog.total and observer.extracted(account) >= backlog.total,
                 size.settle_seconds, state=lambda: (observer.incoming(account), observer.extracted(account)))
         check_articles(out, observer, account, backlog.mails)
@@ -190,7 +221,8 @@ def bodies(c: Campaign) -> Outcome:
         account, address = _new_mailbox(c, installation, name)
         backlog = Backlog(c, rng, c.tag(name), address, size.bodies_mails, attachment_share=0.5)
         backlog.add_round()
-        killer = Killer(c, out, installation, rng, lambda: observer.extracted(account), "body extraction")
+        killer = Killer(c, out, installation, rng, lambda: observer.extracted(account), "body extraction",
+                        address)
         imported = lambda: observer.incoming(account) >= backlog.total  # noqa: E731 - the phase follows the import
         kill_repeatedly(killer, backlog, size.bodies_kills, jitter=0.05, in_phase=imported,
                         detail=lambda before, after: f"all {backlog.total} mails imported, {after} bodies extracted")
@@ -226,9 +258,9 @@ def post_import(c: Campaign, action: str) -> Outcome:
         # commit), so a kill between a commit and its action is a kill in the phase.
         moved = lambda: backlog.total - folder_count(dovecot, address)  # noqa: E731
         killer = Killer(c, out, installation, rng, lambda: observer.incoming(account) + moved(),
-                        f"post-import {action}")
+                        f"post-import {action}", address)
         work = _Doubled(backlog)
-        kill_repeatedly(killer, work, size.move_kills, jitter=0.05,
+        kill_repeatedly(killer, work, size.move_kills, jitter=0.05, first_pass=size.move_kills > 1,
                         detail=lambda before, after: f"{observer.incoming(account)} of {backlog.total} committed, "
                                                      f"{moved()} {action}d")
         settles(lambda: observer.incoming(account) >= backlog.total and folder_count(dovecot, address) == 0,
@@ -282,7 +314,8 @@ def trickle(c: Campaign) -> Outcome:
     feeder = None
     try:
         account, address = _new_mailbox(c, installation, name)
-        killer = Killer(c, out, installation, rng, lambda: observer.incoming(account), "small-batch import")
+        killer = Killer(c, out, installation, rng, lambda: observer.incoming(account), "small-batch import",
+                        address)
         feeder = _Trickle(c, random.Random(rng.random()), address, c.tag(name))
         feeder.start()
         attempts = 0

@@ -7,6 +7,7 @@ from typing import Callable
 from tests.faults.campaign import Campaign
 from tests.faults.harness import Outcome
 from tests.faults.scenario_cluster import three_workers
+from tests.faults.scenario_embedded import embedded
 from tests.faults.scenario_import import big_import, bodies, post_import, trickle
 from tests.faults.scenario_restart import server_restarts
 from tests.faults.scenario_send import sending
@@ -30,6 +31,7 @@ SCENARIOS = [
              lambda c: c.size.move_kills),
     Scenario("sending", sending, ("sqlite", "postgresql"),
              lambda c: c.size.sending_data_kills + c.size.sending_random_kills),
+    Scenario("embedded-serve", embedded, ("sqlite", "postgresql"), lambda c: c.size.trickle_kills),
     Scenario("three-workers", three_workers, ("postgresql",), lambda c: c.size.cluster_kills),
     Scenario("server-restarts", lambda c: server_restarts(c, workers=1), ("sqlite",), lambda c: 0),
     Scenario("server-restarts-3w", lambda c: server_restarts(c, workers=3), ("postgresql",), lambda c: 0),

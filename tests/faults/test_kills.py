@@ -8,7 +8,7 @@ from tests.faults.conftest import SEED, SIZE
 from tests.faults.scenarios import BY_NAME, verdict
 
 SINGLE_WORKER = ["big-import", "small-batches", "body-extraction", "post-import-move", "post-import-delete",
-                 "sending"]
+                 "sending", "embedded-serve"]
 # CI runs the single-worker scenarios on SQLite (the embedded default) and three workers on PostgreSQL; the full
 # campaign (CONNECTOR_FAULTS_SIZE=full, or `python -m bench.faults`) runs every scenario on both.
 DATABASES = ["sqlite", "postgresql"] if SIZE.name == "full" else ["sqlite"]

@@ -150,6 +150,14 @@ class World:
             counter[message_id_of(received.raw)] += 1
         return counter
 
+    def imap_logins(self, address: str) -> int:
+        """How many IMAP sessions Dovecot has opened for the mailbox (its log's "Login: user=<...>" lines)."""
+        try:
+            text = self.dovecot.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return text.count(f"Login: user=<{address.lower()}>")
+
     def sent_items(self, address: str) -> set[str]:
         """The Message-IDs in the mailbox's Sent Items (what the server filed for the sender)."""
         if "Sent Items" not in self.dovecot.folders(address):
