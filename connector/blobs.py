@@ -13,8 +13,9 @@ SHA-256 of what it reads. The `blobs` row stays either way (size, `pack`, `pack_
 keys and deduplication work as before. A pack whose batch turned out to hold only mails already
 imported is deleted again; one left by a crash before its commit is unreferenced and harmless.
 
-PostgreSQL keeps every byte in the database: it takes concurrent writers, and several worker
-machines share it, which they could not do with a local folder.
+PostgreSQL keeps every byte in the database (`blobs.data`, lz4-compressed: revision 0006): it takes
+concurrent writers, and several worker machines share it, which they could not do with a local folder.
+`BlobFiles.for_bind` gives no folder for it, and `tickets.store_blobs` refuses pack references there.
 """
 from __future__ import annotations
 

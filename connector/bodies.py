@@ -3,7 +3,9 @@
 The raw mail is stored at import, so nothing waits on this but the full text search: the worker
 extracts pending articles in the background soon after the import, and reading an article (ticket
 page, API, reply quote) extracts it on the spot. Each article is claimed by a conditional UPDATE
-(`... WHERE body_pending`), so two processes that race on it store its attachments once.
+(`... WHERE body_pending`), so two processes that race on it store its attachments once. Every parse
+runs under the same time budget as the sync's (parsing.py): a mail over it keeps an empty body and a
+note saying so, and the ticket page opens anyway.
 """
 from __future__ import annotations
 
@@ -46,11 +48,11 @@ def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes
             for article_id, sha256, pack, offset, size, data in rows]
 
 
-def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int):
+def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int, budget: float = parsing.DEFAULT_BUDGET):
     """Begin parsing; returns a callable giving [(article id, ParsedMail, or None if there is no raw mail, or
-    the exception parsing raised)]."""
+    the exception parsing raised or that stands for it, e.g. ParseTimeout)]."""
     present = [(article_id, data) for article_id, data in raw_rows if data is not None]
-    collect, _ = parsing.start([data for _, data in present], headers_only=False, max_size=max_size)
+    collect, _ = parsing.start([data for _, data in present], headers_only=False, max_size=max_size, budget=budget)
 
     def results():
         parsed = dict(zip([article_id for article_id, _ in present], collect()))
@@ -82,8 +84,13 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
             attachment_rows.extend(dict(row, article_id=article_id)
                                    for row in tickets.attachment_values(parsed.attachments, blobs))
         else:
-            note = ("the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
-                    if parsed is None else f"the body could not be extracted ({parsed}): download the original")
+            if parsed is None:
+                note = "the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
+            elif isinstance(parsed, parsing.ParseTimeout):
+                note = (f"reading this mail took longer than the {parsed.budget:g} s budget, so its body and "
+                        "attachments were not extracted: download the original (raw) to read it")
+            else:
+                note = f"the body could not be extracted ({parsed}): download the original"
             log.warning("article %s: %s", article_id, note)
             texts.append(dict(article=article_id, text="", html=None, note=note))
     if texts:
@@ -95,26 +102,34 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
     return len(claimed)
 
 
-def extract(session: Session, article_ids: list[int], *, max_size: int) -> int:
-    """Extract these articles if they are still pending; the caller commits. Returns how many were stored."""
+def extract(session: Session, article_ids: list[int], *, max_size: int,
+            budget: float = parsing.DEFAULT_BUDGET) -> int:
+    """Extract these articles if they are still pending; returns how many were stored. The read is committed
+    before parsing (no transaction, so no SQLite write lock, is held while a mail is parsed); the caller
+    commits what is stored."""
     if not article_ids:
         return 0
-    return _store(session, _start(_read_raw(session, article_ids), max_size)())
+    parsing_now = _start(_read_raw(session, article_ids), max_size, budget)
+    session.commit()
+    return _store(session, parsing_now())
 
 
-def ensure_extracted(session: Session, articles: list[Article], *, max_size: int) -> None:
-    """Before showing articles: extract the pending ones now and commit, so the reader never sees an empty body."""
+def ensure_extracted(session: Session, articles: list[Article], *, max_size: int,
+                     budget: float = parsing.DEFAULT_BUDGET) -> None:
+    """Before showing articles: extract the pending ones now and commit, so the reader never sees an empty body.
+    Each mail's parse is bounded by `budget`; one over it is shown with a note instead of its body."""
     waiting = [a for a in articles if a.body_pending]
     if not waiting:
         return
-    extract(session, [a.id for a in waiting], max_size=max_size)
+    extract(session, [a.id for a in waiting], max_size=max_size, budget=budget)
     session.commit()
     for article in waiting:
         session.expire(article)  # reload text, HTML, notes and attachments as stored
 
 
 def extract_pending(db: Database, *, max_size: int, account_ids: Iterable[int] | None = None,
-                    should_stop: Callable[[], bool] = lambda: False, batch_size: int = BATCH_SIZE) -> int:
+                    should_stop: Callable[[], bool] = lambda: False, batch_size: int = BATCH_SIZE,
+                    budget: float = parsing.DEFAULT_BUDGET) -> int:
     """Extract every pending article (of these accounts), one committed batch at a time; returns how many.
 
     The next batch is parsed (on every core) while the current one is written, and no transaction
@@ -129,7 +144,7 @@ def extract_pending(db: Database, *, max_size: int, account_ids: Iterable[int] |
             ids = pending_ids(session, account_ids, batch_size, after=after)
             if ids:
                 after = ids[-1]
-                in_pool.append(_start(_read_raw(session, ids), max_size))
+                in_pool.append(_start(_read_raw(session, ids), max_size, budget))
                 session.commit()  # end the read: no transaction while parsing
                 if len(in_pool) < parsing.POOL_DEPTH:
                     continue  # keep the next batch parsing while this one is written

@@ -2,7 +2,10 @@
 
 Services take a `Session` argument; only the web layer knows about the per-request session kept
 in `flask.g`. SQLite (the embedded default) runs in WAL mode with a busy timeout, so the web app
-and the worker threads can write at the same time.
+and the worker threads can write at the same time; every transaction takes its write lock at BEGIN.
+PostgreSQL (`postgresql+psycopg://`) takes concurrent writers from any number of processes and
+machines: code that relies on one writer at a time says how it does without on PostgreSQL (ticket
+numbers, blobs, migrations).
 """
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x636F6E6E6563746F  # "connecto": the PostgreSQL advisory lock key of `Database.migrate`
 
 
 class Database:
@@ -30,10 +34,14 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
+            if parsed.get_backend_name() == "postgresql" and "application_name" not in parsed.query:
+                kwargs["connect_args"] = {"application_name": "connector"}  # names us in pg_stat_activity
         self.engine: Engine = create_engine(url, **kwargs)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
+        elif self.engine.dialect.driver == "psycopg":
+            event.listen(self.engine, "connect", _psycopg_text_without_nul)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -84,7 +92,13 @@ class Database:
                     connection.commit()
 
     def migrate(self) -> None:
-        """Create or upgrade the schema to the newest Alembic revision."""
+        """Create or upgrade the schema to the newest Alembic revision.
+
+        Every process that starts (`connector serve`, each `connector worker`, the CLI) migrates, so after
+        an upgrade several may try at once: they take turns (SQLite's write lock; on PostgreSQL an
+        advisory lock held by the one transaction that runs every pending revision), and the later
+        ones find nothing left to do.
+        """
         from alembic import command
         from alembic.config import Config
 
@@ -92,6 +106,8 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 
@@ -110,6 +126,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MB page cache: searches over a large history stay in memory
     cursor.execute("PRAGMA mmap_size=268435456")
     cursor.close()
+
+
+def _psycopg_text_without_nul(dbapi_connection, _record) -> None:
+    """PostgreSQL's text cannot hold NUL characters, which mail (a header, a badly decoded body) and
+    forms can carry: every string sent becomes U+FFFD there instead of failing the whole write. The
+    same string is replaced the same way in a lookup, so deduplication by Message-ID still holds."""
+    from psycopg.types import string
+
+    class Dumper(string.StrDumperUnknown):
+        def dump(self, obj: str):
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    class BinaryDumper(string.StrBinaryDumper):
+        def dump(self, obj: str):
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    dbapi_connection.adapters.register_dumper(str, Dumper)
+    dbapi_connection.adapters.register_dumper(str, BinaryDumper)
 
 
 def _sqlite_begin(connection) -> None:

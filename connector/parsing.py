@@ -1,131 +1,115 @@
-"""Parsing fetched mail on every core: a process pool for big batches, in process for small ones.
+"""Parsing fetched mail on every core, each mail under a time budget.
 
-Used by the sync (headers of a big import, or whole mails of a small one) and by body extraction
-(whole mails, after a big import). Small batches are parsed in process: new mail should not wait
-for a hand-over to another process.
+Used by the sync (headers of a big import, or whole mails of new mail) and by body extraction (whole
+mails, after a big import, in the background or when someone opens the ticket). Every mail is parsed in
+a worker process of `mail.budget`, whatever the batch size: a mail built to make the parser hang is
+stopped after `[mail] parse_timeout_seconds` and comes back as `ParseTimeout`, so its mailbox moves on
+(the sync quarantines it) instead of stalling. A warm process takes a mail in well under a millisecond,
+so new mail loses nothing by the hand-over.
 """
 from __future__ import annotations
 
-import atexit
-import ctypes
 import functools
 import logging
-import os
-import threading
 from typing import Callable, Union
 
+from .mail import budget as _budget
 from .mail.parse import MailHeaders, ParsedMail, header_slice, parse_headers, parse_message
 
 log = logging.getLogger(__name__)
-POOL_MIN_BATCH = 32  # smaller batches are parsed in process
-POOL_SIZE = max(1, min(4, os.cpu_count() or 1))
+POOL_SIZE = _budget.DEFAULT_SIZE
 POOL_DEPTH = 2  # batches a caller keeps in the pool while it fetches or stores the next
+DEFAULT_BUDGET = 10.0  # seconds; the setting is [mail] parse_timeout_seconds
+HEADER_SLICE = 256  # header blocks a worker process takes at once (cheap, so fewer hand-overs)
+MAIL_SLICE = 8  # whole mails a worker process takes at once
 
 Parsed = Union[ParsedMail, MailHeaders, Exception]  # an exception is that mail's failure
-_pool = None
-_pool_lock = threading.Lock()
+release_memory = _budget.release_memory
 
 
-def _parse_all(raws: list[bytes], max_size: int) -> list[Parsed]:
-    out: list[Parsed] = []
-    for raw in raws:
-        try:
-            out.append(parse_message(raw, max_size=max_size))
-        except Exception as exc:  # noqa: BLE001 - recorded as this mail's failure
-            out.append(exc)
-    return out
+class ParseTimeout(_budget.Overrun):
+    """Parsing one mail took longer than the budget; the process was stopped. Not retried: the same bytes
+    take as long again, and a retry would hold the mailbox back for another budget."""
+
+    def __init__(self, budget: float) -> None:
+        Exception.__init__(self, f"parsing this mail took longer than the {budget:g} s budget "
+                                 "([mail] parse_timeout_seconds) and was stopped")
+        self.budget = budget
 
 
-def _headers_all(slices: list[tuple[bytes, int]]) -> list[Parsed]:
-    return [parse_headers(block, size=size) for block, size in slices]
+class ParserDied(_budget.WorkerLost):
+    """The parser process died on this mail (a crash, or the system ran out of memory)."""
 
 
-def _in_pool(task: Callable[[list], list[Parsed]], part: list) -> list[Parsed]:
-    """Run `task` in a pool process; exceptions are flattened so that any of them pickles."""
-    try:
-        return [RuntimeError(f"{type(p).__name__}: {p}") if isinstance(p, Exception) else p for p in task(part)]
-    finally:
-        release_memory()
+def _parse_one(raw: bytes, max_size: int) -> ParsedMail:
+    return parse_message(raw, max_size=max_size)
 
 
-def release_memory() -> None:
-    """Give freed heap back to the system (glibc keeps it otherwise): mails are parsed in bursts of large
-    objects, and what a burst leaves behind would count against the import's memory for good."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+def _headers_one(block_and_size: tuple[bytes, int]) -> MailHeaders:
+    block, size = block_and_size
+    return parse_headers(block, size=size)
 
 
-try:
-    _malloc_trim = ctypes.CDLL(None).malloc_trim
-except (AttributeError, OSError):  # pragma: no cover - not glibc
-    _malloc_trim = None
-
-
-def pool():
-    """The process pool; None on one core.
-
-    Processes come from a fork server, not from a fork of this process: the worker has many threads,
-    and a fork copies their locks. The fork server imports this module once, so each process starts
-    at once instead of importing the whole app again (as `spawn` would).
-    """
-    global _pool
-    if POOL_SIZE < 2:
-        return None
-    with _pool_lock:
-        if _pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
-            _pool = ProcessPoolExecutor(POOL_SIZE, mp_context=context)
-            atexit.register(reset_pool, True)
-        return _pool
+def pool() -> _budget.BudgetPool:
+    return _budget.shared_pool(POOL_SIZE)
 
 
 def warm_up() -> None:
-    """Start the pool's processes now (they start on first use otherwise), e.g. while a big import
-    fetches its first batch."""
-    executor = pool()
-    if executor is not None:
-        for _ in range(POOL_SIZE):
-            executor.submit(_headers_all, [])
+    """Start the parser processes now, in the background (e.g. while a big import fetches its first batch,
+    or when a mailbox connects, so the first new mail does not wait for a process to start)."""
+    try:
+        pool().warm_up()
+    except _budget.PoolUnavailable:
+        pass
 
 
-def reset_pool(wait: bool = False) -> None:
-    global _pool
-    with _pool_lock:
-        old, _pool = _pool, None
-    if old is not None:
-        old.shutdown(wait=wait, cancel_futures=True)
+def reset_pool() -> None:
+    _budget.reset_shared_pool()
 
 
-def start(raws: list[bytes], *, headers_only: bool, max_size: int) -> tuple[Callable[[], list[Parsed]], bool]:
-    """Begin parsing `raws`: headers only (`MailHeaders`) or whole mails (`ParsedMail`).
+def start(raws: list[bytes], *, headers_only: bool, max_size: int,
+          budget: float = DEFAULT_BUDGET) -> tuple[Callable[[], list[Parsed]], bool]:
+    """Begin parsing `raws`: headers only (`MailHeaders`) or whole mails (`ParsedMail`), each within `budget`
+    seconds.
 
-    Returns (a callable giving one result per mail, in order, pooled). Headers-only work hands the
-    pool only `header_slice` of each mail, a few KB instead of the whole message.
+    Returns (a callable giving one result per mail, in order, pooled). Headers-only work hands the processes
+    only `header_slice` of each mail, a few KB instead of the whole message. A mail over the budget comes
+    back as `ParseTimeout`, one whose process died as `ParserDied`.
     """
     if headers_only:
         work: list = [(header_slice(raw), len(raw)) for raw in raws]
-        task: Callable[[list], list[Parsed]] = _headers_all
+        task: Callable = _headers_one
+        per_slice = HEADER_SLICE
     else:
-        work, task = raws, functools.partial(_parse_all, max_size=max_size)
-    executor = pool() if len(raws) >= POOL_MIN_BATCH else None
-    if executor is None:
-        return (lambda: task(work)), False
-    chunk = max(1, len(work) // (2 * POOL_SIZE))
-    parts = [work[i:i + chunk] for i in range(0, len(work), chunk)]
-    futures = [executor.submit(_in_pool, task, part) for part in parts]
+        work, task, per_slice = raws, functools.partial(_parse_one, max_size=max_size), MAIL_SLICE
+    # Small batches go one mail per process hand-over, so that they spread over every process.
+    per_slice = max(1, min(per_slice, len(work) // (2 * POOL_SIZE)))
+    try:
+        job = pool().map(task, work, budget=float(budget) if budget > 0 else DEFAULT_BUDGET, slice_size=per_slice)
+    except _budget.PoolUnavailable as exc:
+        return functools.partial(_in_process, task, work, exc), False
 
     def collect() -> list[Parsed]:
         out: list[Parsed] = []
-        for part, future in zip(parts, futures):
-            try:
-                out.extend(future.result())
-            except Exception:  # noqa: BLE001 - a broken pool: parse this part here instead
-                log.warning("the parser pool failed; parsing %s mails in process", len(part))
-                reset_pool()
-                out.extend(task(part))
+        for item, result in zip(work, job.result()):
+            if isinstance(result, _budget.PoolUnavailable):
+                result = _in_process(task, [item], result)[0]
+            elif isinstance(result, _budget.Overrun):
+                result = ParseTimeout(result.budget)
+            elif isinstance(result, _budget.WorkerLost):
+                result = ParserDied(str(result))
+            out.append(result)
         return out
     return collect, True
+
+
+def _in_process(task: Callable, work: list, why: Exception) -> list[Parsed]:
+    """Last resort when no process can be started here: parse in this process, without a budget."""
+    log.error("parsing %s mails in process, without a time budget: %s", len(work), why)
+    out: list[Parsed] = []
+    for item in work:
+        try:
+            out.append(task(item))
+        except Exception as exc:  # noqa: BLE001 - recorded as this mail's failure
+            out.append(exc)
+    return out

@@ -2,8 +2,8 @@
 
 Crash safety comes from the order of writes: the articles of a batch and the new `last_uid` are
 committed in one transaction, the post-import action (mark read, move, delete) runs only after that
-commit, and Message-ID dedup makes any re-fetch harmless. A mail that fails three times is
-quarantined with its raw bytes so the sync moves on.
+commit, and Message-ID dedup makes any re-fetch harmless. A mail that fails three times, or whose parse
+overruns its time budget once (parsing.py), is quarantined with its raw bytes so the sync moves on.
 
 Speed, for a big first import: a fetching thread (`_Fetcher`) fetches batch n+1 and hands it to
 the parser pool and to the pack writers (SQLite: raw mail goes to pack files, see blobs.py) while
@@ -74,6 +74,7 @@ class AccountSync:
         self.mailbox: ImapMailbox | None = None
         self.folder: str | None = None
         self.files = blobs.BlobFiles.for_bind(rt.db.engine)  # where raw mail goes on SQLite (None: the table)
+        parsing.warm_up()  # in the background: the first new mail should not wait for a parser process to start
 
     # -- connection ----------------------------------------------------------------------------------
     def connect(self, session: Session, account: Account) -> ImapMailbox:
@@ -192,8 +193,9 @@ class AccountSync:
         Returns a callable that gives [(uid, raw, ParsedMail or MailHeaders or the exception parsing
         raised, where the raw mail is in a pack or None)].
         """
+        mail = self.rt.settings.mail
         collect, _ = parsing.start([raw for _, raw in fetched], headers_only=len(fetched) >= DEFER_BODIES_FROM,
-                                   max_size=self.rt.settings.mail.max_message_bytes)
+                                   max_size=mail.max_message_bytes, budget=mail.parse_timeout_seconds)
         written = writer.submit(self.files.write_pack, [raw for _, raw in fetched]) \
             if writer is not None and fetched else None
 
@@ -283,11 +285,13 @@ class AccountSync:
         row.attempts += 1
         row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
         row.updated_at = utcnow()
-        if row.attempts >= MAX_ATTEMPTS:
+        # A parse over the time budget is quarantined at once: parsing is deterministic, so a retry takes as
+        # long again and holds the mailbox back for another budget (nothing is lost: "Import again" exists).
+        if row.attempts >= MAX_ATTEMPTS or isinstance(exc, parsing.ParseTimeout):
             row.quarantined = True
             row.raw_sha256 = tickets.store_blob(session, raw)
             result.quarantined += 1
-            log.error("%s: UID %s quarantined after %s attempts", account.address, uid, row.attempts)
+            log.error("%s: UID %s quarantined after %s attempt(s): %s", account.address, uid, row.attempts, exc)
             return "quarantined"
         result.failed += 1
         return "retry"

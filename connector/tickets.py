@@ -9,7 +9,9 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import bindparam, column, exists, func, insert, literal_column, or_, select, table, text, update
+from sqlalchemy import (bindparam, column, exists, func, insert, literal_column, or_, select, table, text, union,
+                        update)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, selectinload
 
 from .blobs import Packed
@@ -33,27 +35,34 @@ def synthetic_message_id(raw: bytes) -> str:
 
 
 def store_blob(session: Session, data: bytes) -> str:
-    """Store bytes once by content hash; flushed at once because rows refer to it by foreign key only."""
+    """Store bytes once by content hash; written at once because rows refer to it by foreign key only."""
     digest = hashlib.sha256(data).hexdigest()
-    if session.get(Blob, digest) is None:
-        session.add(Blob(sha256=digest, size=len(data), data=data))
-        session.flush()
+    session.flush()
+    store_blobs(session.connection(), {digest: data})
     return digest
 
 
 def store_blobs(conn, blobs: dict[str, bytes], packed: dict[str, Packed] | None = None) -> None:
     """Store many blobs (by sha256) with one lookup and one multi-row INSERT of those not stored yet.
 
-    `packed`: blobs whose bytes are already written to a pack file (blobs.py), by sha256.
+    `packed`: blobs whose bytes are already written to a pack file (blobs.py), by sha256. On PostgreSQL
+    another transaction may be storing the same bytes at the same time (the same attachment arriving in
+    two mailboxes): ON CONFLICT DO NOTHING lets the second one wait for the first and keep its row.
     """
     packed = packed or {}
+    if packed and conn.dialect.name != "sqlite":
+        raise ValueError("pack files are for the embedded SQLite database only: with a database server the "
+                         "bytes go in the table, where every worker machine can read them")
     if blobs or packed:
         stored = {row[0] for row in _lookup(conn, select(Blob.sha256), Blob.sha256, set(blobs) | set(packed))}
         missing = [dict(sha256=d, size=len(b), data=b, pack=None, pack_offset=None)
                    for d, b in blobs.items() if d not in stored]
         missing += [dict(sha256=d, size=p.size, data=b"", pack=p.pack, pack_offset=p.offset)
                     for d, p in packed.items() if d not in stored and d not in blobs]
-        insert_rows(conn, Blob, missing)
+        if missing and conn.dialect.name == "postgresql":
+            conn.execute(postgresql.insert(Blob).on_conflict_do_nothing(index_elements=[Blob.sha256]), missing)
+        else:
+            insert_rows(conn, Blob, missing)
 
 
 def attachment_values(parts: list[Part], blobs: dict[str, bytes]) -> list[dict]:
@@ -68,8 +77,31 @@ def attachment_values(parts: list[Part], blobs: dict[str, bytes]) -> list[dict]:
 
 
 def next_ticket_number(session: Session) -> int:
-    current = session.scalar(select(func.max(Ticket.number)))
-    return (current or FIRST_NUMBER - 1) + 1
+    """A number for one new ticket (see `_take_ticket_numbers`)."""
+    return _take_ticket_numbers(session.connection(), 1, _peek_ticket_number(session.connection()))[0]
+
+
+def _peek_ticket_number(conn) -> int:
+    """The number the next new ticket will most likely get, without taking it.
+
+    SQLite: max(number) + 1, and certain (every transaction holds the write lock from its BEGIN
+    IMMEDIATE, see db.py). PostgreSQL: the next value of the `ticket_numbers` sequence (revision
+    0006), certain unless another transaction takes numbers meanwhile.
+    """
+    if conn.dialect.name == "postgresql":
+        return conn.execute(text("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
+                                 "FROM ticket_numbers")).scalar()
+    return (conn.execute(select(func.max(Ticket.number))).scalar() or FIRST_NUMBER - 1) + 1
+
+
+def _take_ticket_numbers(conn, count: int, first: int) -> list[int]:
+    """`count` numbers for new tickets, ascending: SQLite from `first` on (its `_peek_ticket_number`);
+    PostgreSQL from the sequence, which never hands a number out twice and never waits for another
+    transaction (the numbers are consecutive unless another one took numbers meanwhile)."""
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(text("SELECT nextval('ticket_numbers') FROM generate_series(1, :count)"),
+                                 {"count": count}).scalars())
+    return list(range(first, first + count))
 
 
 @dataclass(frozen=True)
@@ -121,21 +153,23 @@ def ingest_batch(session: Session, account: Account,
     conn = session.connection()
     mails = [(raw, parsed if isinstance(parsed, MailHeaders) else parsed.headers,
               None if isinstance(parsed, MailHeaders) else parsed, uid) for raw, parsed, uid in items]
-    message_ids = [headers.message_id or synthetic_message_id(raw) for raw, headers, _, _ in mails]
+    message_ids = [_text(headers.message_id or synthetic_message_id(raw)) for raw, headers, _, _ in mails]
     existing = dict(_lookup(conn, select(Article.message_id, Article.id), Article.message_id, set(message_ids),
                             Article.account_id == account.id))
-    wanted = {r for _, headers, _, _ in mails for r in headers.in_reply_to + headers.references if r}
+    wanted = {_text(r) for _, headers, _, _ in mails for r in headers.in_reply_to + headers.references if r}
     by_ref: dict[str, tuple[int, int]] = {}  # message_id -> (article id, ticket id) of its newest article
     for mid, art_id, ticket_id in _lookup(conn, select(Article.message_id, Article.id, Article.ticket_id),
                                           Article.message_id, wanted, Article.account_id == account.id):
         if mid not in by_ref or art_id > by_ref[mid][0]:
             by_ref[mid] = (art_id, ticket_id)
-    numbers = {int(m.group(1)) for _, headers, _, _ in mails for m in TAG_RE.finditer(headers.subject or "")}
+    numbers = {int(m.group(1)) for _, headers, _, _ in mails for m in TAG_RE.finditer(headers.subject or "")
+               if len(m.group(1)) <= 9}  # ticket numbers are INTEGER: a longer tag names none (PostgreSQL would fail)
     by_number = {number: tid for number, tid in _lookup(conn, select(Ticket.number, Ticket.id), Ticket.number,
                                                          numbers, Ticket.account_id == account.id)}
     statuses = dict(_lookup(conn, select(Ticket.id, Ticket.status), Ticket.id,
                             {t for _, t in by_ref.values()} | set(by_number.values())))
     next_number: int | None = None
+    first_number = 0
     new_by_number: dict[int, _NewTicket] = {}
     batch_refs: dict[str, tuple[int, object]] = {}  # message_id -> (position in `pending`, ticket) of this batch
     results: list[Ingested | None] = []
@@ -153,7 +187,7 @@ def ingest_batch(session: Session, account: Account,
             results.append(Ingested("ignored"))
             continue
         automatic = headers.auto_submitted or headers.is_bounce
-        refs = [r for r in headers.in_reply_to + headers.references if r]
+        refs = [_text(r) for r in headers.in_reply_to + headers.references if r]
         ticket: object = None
         in_batch = [batch_refs[r] for r in refs if r in batch_refs]
         if in_batch:  # newer than anything stored: the newest referenced article decides the ticket
@@ -165,20 +199,21 @@ def ingest_batch(session: Session, account: Account,
         if ticket is None:
             for match in TAG_RE.finditer(headers.subject or ""):
                 number = int(match.group(1))
-                ticket = new_by_number.get(number) or by_number.get(number)
+                ticket = by_number.get(number) or new_by_number.get(number)
                 if ticket is not None:
                     break
         outcome = "follow_up"
         if ticket is None:
             outcome = "new_ticket"
-            if next_number is None:
-                next_number = next_ticket_number(session)
+            if next_number is None:  # numbered as they will most likely be; the numbers are taken below
+                first_number = next_number = _peek_ticket_number(conn)
             customer = headers.reply_to[0] if headers.reply_to else headers.from_
             ticket = _NewTicket(dict(
                 number=next_number, account_id=account.id,
                 subject=TAG_RE.sub("", headers.subject).strip() or "(no subject)",
                 customer_address=customer.address if customer else "", customer_name=customer.name if customer else "",
                 created_at=now, updated_at=now, status="open", article_count=0))
+            ticket.values.update(_texts(ticket.values))
             new_by_number[next_number] = ticket
             next_number += 1
         elif not isinstance(ticket, _NewTicket) and statuses.get(ticket) != "open" and not automatic:
@@ -200,6 +235,7 @@ def ingest_batch(session: Session, account: Account,
             body_html=parsed.body_html if parsed else None, body_pending=parsed is None, raw_sha256=raw_sha,
             size=len(raw), is_auto=headers.auto_submitted, is_bounce=headers.is_bounce,
             notes="\n".join(parsed.notes) if parsed else "", imap_uid=uid, created_at=now)
+        values.update(_texts(values))
         batch_refs[message_id] = (len(pending), ticket)
         pending.append((index, ticket, values, attachments))
         results.append(Ingested(outcome))
@@ -209,8 +245,13 @@ def ingest_batch(session: Session, account: Account,
     for _, ticket, _, _ in pending:
         added[ticket] = added.get(ticket, 0) + 1
     new_tickets = list(new_by_number.values())
-    for new in new_tickets:  # inserted with their final counts: no UPDATE of tickets opened by this batch
+    # Taken now, as late as possible. On PostgreSQL another writer may have taken numbers since the peek:
+    # these tickets then get later ones, and a subject tag matched above to one of them named a number
+    # nobody had been told yet (mail can only quote numbers of committed tickets).
+    numbers = _take_ticket_numbers(conn, len(new_tickets), first_number) if new_tickets else []
+    for new, number in zip(new_tickets, numbers):  # inserted with their final counts and numbers
         new.values["article_count"] = added[new]
+        new.values["number"] = number
     for new, ticket_id in zip(new_tickets, _insert_all(conn, Ticket, [t.values for t in new_tickets])):
         new.id = ticket_id
     for _, ticket, values, _ in pending:
@@ -301,6 +342,19 @@ def _lookup(conn, query, column, values: set, *where, chunk: int = 500):
     return rows
 
 
+def _text(value: str) -> str:
+    """Text as both databases store it: PostgreSQL's text cannot hold NUL, which mail can carry (a header,
+    a body in a mislabelled charset); U+FFFD takes its place everywhere, so lookups (Message-IDs,
+    references) match what was stored on either database. db.py does the same for any other text sent
+    to PostgreSQL."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _texts(values: dict) -> dict:
+    """The string values of a row that hold NUL, made storable (see `_text`)."""
+    return {key: _text(value) for key, value in values.items() if isinstance(value, str) and "\x00" in value}
+
+
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -339,39 +393,64 @@ def search_tickets(session: Session, user: User, *, status: str | None = None, a
     if account:
         query = query.join(Account, Account.id == Ticket.account_id).where(Account.address == account.strip().lower())
     if q and q.strip():
-        text_q = q.strip()
-        number = TAG_RE.search(q) or re.fullmatch(r"#?(\d+)", text_q)
-        if len(text_q) >= 3 and _has_search_index(session):
-            # SQLite FTS5 (migration 0002): ticket fields by any part (trigram), article text by words,
-            # the last one as a prefix; both case-insensitive and answered from the index.
-            in_tickets = select(literal_column("rowid")).select_from(table("tickets_fts")) \
-                .where(text("tickets_fts MATCH :q_tickets").bindparams(q_tickets=_fts_phrase(text_q)))
-            conditions = [Ticket.id.in_(in_tickets)]
-            words = _fts_words(text_q)
-            if words:
-                # Joined rather than `articles.id IN (...)`: SQLite then reads each match's ticket once.
-                in_articles = text("SELECT a.ticket_id FROM articles_fts JOIN articles AS a ON a.id = articles_fts.rowid "
-                                   "WHERE articles_fts MATCH :q_articles").bindparams(q_articles=words) \
-                    .columns(column("ticket_id"))
-                conditions.append(Ticket.id.in_(in_articles))
-        else:
-            needle = f"%{_escape_like(text_q)}%"
-            in_text = exists().where(Article.ticket_id == Ticket.id,
-                                     or_(Article.body_text.ilike(needle, escape="\\"),
-                                         Article.subject.ilike(needle, escape="\\")))
-            conditions = [Ticket.subject.ilike(needle, escape="\\"),
-                          Ticket.customer_address.ilike(needle, escape="\\"),
-                          Ticket.customer_name.ilike(needle, escape="\\"), in_text]
-        if number and len(number.group(1)) <= 9:  # a ticket number (INTEGER); longer digits are only text
-            conditions.append(Ticket.number == int(number.group(1)))
-        query = query.where(or_(*conditions))
+        query = query.where(_matches(session, q.strip()))
     page = max(1, page)
     rows = list(session.scalars(query.order_by(Ticket.updated_at.desc(), Ticket.id.desc())
                                 .offset((page - 1) * per_page).limit(per_page + 1)))
     return TicketPage(rows[:per_page], page, page + 1 if len(rows) > per_page else None)
 
 
-_WORD_RE = re.compile(r"\w+")
+def _matches(session: Session, text_q: str):
+    """The search condition: any part of the ticket's subject, customer address or name; the words of its
+    articles' subject and text (the query's words as a phrase, the last one as a prefix); `#number`.
+
+    Case-insensitive everywhere; diacritics folded in the article words. Both databases answer it from
+    indexes: SQLite from its FTS5 tables (revision 0002), PostgreSQL from `articles.search_vector` and
+    trigram indexes on the ticket fields (revision 0006).
+    """
+    number = TAG_RE.search(text_q) or re.fullmatch(r"#?(\d+)", text_q)
+    if number and len(number.group(1)) > 9:
+        number = None  # not a ticket number (INTEGER); longer digits are only text
+    needle = f"%{_escape_like(text_q)}%"
+    in_fields = or_(Ticket.subject.ilike(needle, escape="\\"), Ticket.customer_address.ilike(needle, escape="\\"),
+                    Ticket.customer_name.ilike(needle, escape="\\"))
+    index = _search_index(session)
+    if index == "postgresql":
+        # One set of ticket ids, each part from its own index (GIN trigram, GIN tsvector, the unique
+        # number), rather than ORed conditions on the ticket rows, which PostgreSQL would check row by row.
+        parts = [select(Ticket.id).where(in_fields),
+                 select(Article.ticket_id).where(text(f"articles.search_vector @@ {_PG_TSQUERY}")
+                                                 .bindparams(q_words=text_q))]
+        if number:
+            parts.append(select(Ticket.id).where(Ticket.number == int(number.group(1))))
+        return Ticket.id.in_(union(*parts))
+    if index == "sqlite":
+        conditions = [in_fields]
+        if len(text_q) >= 3:  # the trigram index needs 3 characters; shorter needles read the tickets
+            conditions = [Ticket.id.in_(select(literal_column("rowid")).select_from(table("tickets_fts"))
+                                        .where(text("tickets_fts MATCH :q_tickets")
+                                               .bindparams(q_tickets=_fts_phrase(text_q))))]
+        words = _fts_words(text_q)
+        if words:
+            # Joined rather than `articles.id IN (...)`: SQLite then reads each match's ticket once.
+            in_articles = text("SELECT a.ticket_id FROM articles_fts JOIN articles AS a ON a.id = articles_fts.rowid "
+                               "WHERE articles_fts MATCH :q_articles").bindparams(q_articles=words) \
+                .columns(column("ticket_id"))
+            conditions.append(Ticket.id.in_(in_articles))
+    else:  # a database without the search index: every article's text is read
+        conditions = [in_fields, exists().where(Article.ticket_id == Ticket.id,
+                                                or_(Article.body_text.ilike(needle, escape="\\"),
+                                                    Article.subject.ilike(needle, escape="\\")))]
+    if number:
+        conditions.append(Ticket.number == int(number.group(1)))
+    return or_(*conditions)
+
+
+# The query's words, folded as the stored vectors are (`connector_search_words`), as a phrase whose last
+# word is a prefix: "XK-17 fail" -> 'xk' <-> '17' <-> 'fail':*. Without words, NULL: it matches nothing.
+_PG_TSQUERY = ("to_tsquery('simple', nullif(regexp_replace(btrim(connector_search_words(:q_words)), ' +', ' <-> ', 'g'), "
+               "'') || ':*')")
+_WORD_RE = re.compile(r"[^\W_]+")  # letters and digits, as FTS5's unicode61 and connector_search_words() see words
 
 
 def _fts_phrase(query: str) -> str:
@@ -385,18 +464,27 @@ def _fts_words(query: str) -> str | None:
     return '"' + " ".join(words) + '"*' if words else None
 
 
-_search_index: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_search_indexes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _has_search_index(session: Session) -> bool:
-    """Whether this database has the FTS5 search tables (SQLite after migration 0002); asked once per engine."""
+def _search_index(session: Session) -> str | None:
+    """Which search index this database has: "sqlite" (FTS5, revision 0002), "postgresql" (revision 0006),
+    or None (not migrated that far); asked once per engine."""
     bind = session.get_bind()
     key = getattr(bind, "engine", bind)
-    if key not in _search_index:
-        _search_index[key] = bind.dialect.name == "sqlite" and session.execute(
-            text("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('articles_fts', 'tickets_fts')")
-        ).scalar() == 2
-    return _search_index[key]
+    if key not in _search_indexes:
+        name = bind.dialect.name
+        if name == "sqlite":
+            found = session.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                         "AND name IN ('articles_fts', 'tickets_fts')")).scalar() == 2
+        elif name == "postgresql":
+            found = session.execute(text("SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                                         "current_schema() AND table_name = 'articles' "
+                                         "AND column_name = 'search_vector'")).scalar() == 1
+        else:
+            found = False
+        _search_indexes[key] = name if found else None
+    return _search_indexes[key]
 
 
 def _escape_like(text: str) -> str:

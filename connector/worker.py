@@ -134,7 +134,8 @@ class Worker:
             self._extract_now.clear()
             try:
                 count = bodies.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
-                                               should_stop=self._stop.is_set)
+                                               should_stop=self._stop.is_set,
+                                               budget=self.rt.settings.mail.parse_timeout_seconds)
                 if count:
                     log.info("extracted the bodies of %s mails", count)
             except Exception:  # noqa: BLE001 - e.g. the database restarting; tried again later
@@ -288,7 +289,8 @@ class Worker:
                 sync.close()
                 self._release(account_id)
         extracted = bodies.extract_pending(self.rt.db, max_size=self.rt.settings.mail.max_message_bytes,
-                                           account_ids=ids, should_stop=self._stop.is_set)
+                                           account_ids=ids, should_stop=self._stop.is_set,
+                                           budget=self.rt.settings.mail.parse_timeout_seconds)
         if extracted:
             lines.append(f"bodies and attachments extracted for {extracted} mails imported from their headers")
         return ok, lines

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import requests
+from sqlalchemy.engine import make_url
 
 from tests.support.app import PASSWORD, csrf_token, login
 
@@ -15,10 +16,11 @@ def _clean_error(result, message: str) -> None:
     assert "Traceback" not in result.output
 
 
-def test_init_prints_where_the_database_is(runner, app_config, tmp_path):
+def test_init_prints_where_the_database_is(runner, app_config, tmp_path, database_backend, database_url):
     result = runner.invoke("init")
     assert result.exit_code == 0, result.output
-    path = str(tmp_path / "instance" / "connector.db")
+    path = str(tmp_path / "instance" / "connector.db") if database_backend == "sqlite" \
+        else make_url(database_url).render_as_string(hide_password=True)
     assert result.stdout.strip() == f"database ready: {path}"
     assert runner.invoke("init").exit_code == 0  # idempotent: migrating a current database is fine
 

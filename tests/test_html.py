@@ -241,3 +241,64 @@ def test_text_to_html_quotes() -> None:
     assert text_to_html(text) == (
         'Hi,<blockquote type="cite">first<br>\nsecond'
         '<blockquote type="cite">older</blockquote>back</blockquote>reply')
+
+
+# --- Bounded rendering ------------------------------------------------------------------------------
+
+def test_long_text_is_cut_with_a_note_and_sent_mail_is_not() -> None:
+    from connector.mail.html import INLINE_TEXT_LIMIT
+
+    text = "word " * 60_000  # 300,000 characters
+    shown = text_to_html(text)
+    assert shown.startswith("word word") and shown.count("word") == INLINE_TEXT_LIMIT // 5
+    assert 'class="mail-note"' in shown and "first 200,000 of its 300,000 characters" in shown
+    assert "“raw”" in shown
+    assert text_to_html(text, limit=None) == text and "mail-note" not in text_to_html("short")
+
+
+def test_quoting_deeper_than_the_limit_is_shown_at_the_limit() -> None:
+    from connector.mail.html import MAX_QUOTE_DEPTH
+
+    shown = text_to_html(">" * 50 + " deep\nnext")
+    assert shown == '<blockquote type="cite">' * MAX_QUOTE_DEPTH + "deep" + "</blockquote>" * MAX_QUOTE_DEPTH + "next"
+
+
+def test_an_address_may_start_where_a_link_ends() -> None:
+    assert text_to_html("a@b.com_c@d.com").count('href="mailto:') == 2
+    assert text_to_html("x" * 10_000 + "y@example.com").count("mailto:") == 1
+    assert text_to_html("mail me: (me@example.com).").count('href="mailto:me@example.com"') == 1
+
+
+def test_big_html_is_sanitised_in_a_worker_process_exactly_as_small_html() -> None:
+    from connector.mail import html as mail_html
+
+    unit = ('<p style="color:red;position:absolute">Hi <img src="https://t.example/p.gif"> '
+            '<img src="cid:logo@x" alt="L"><img src="cid:gone@x"><a href="javascript:x">j</a></p>')
+    big = unit * 400  # about 60 KB: over IN_PROCESS_HTML
+    assert len(big) > mail_html.IN_PROCESS_HTML
+    cids = {"logo@x": "/tickets/1/attachments/2?inline=1&v=1"}
+    pooled = sanitize_html(big, cid_url=cids.get)
+    small = sanitize_html(unit, cid_url=cids.get)
+    assert pooled.html == small.html * 400 and pooled.blocked_remote_images == 400
+    assert small.html == ('<p style="color:red">Hi <img data-remote-image-blocked=""> '
+                          '<img src="/tickets/1/attachments/2?inline=1&amp;v=1" alt="L"><img><a target="_blank" '
+                          'rel="noopener noreferrer">j</a></p>')
+
+
+def test_html_the_sanitiser_cannot_finish_in_time_is_shown_as_text(monkeypatch) -> None:
+    from connector.mail import html as mail_html
+
+    monkeypatch.setattr(mail_html, "RENDER_BUDGET", 0.2)  # 30,000 nested <div>: seconds for nh3
+    result = sanitize_html("<div>" * 30_000 + "<b>Hello</b> <script>x()</script>world")
+    assert result.blocked_remote_images == 0
+    assert result.html.startswith('<p class="mail-note"><em>This mail&#x27;s formatting is too complex')
+    assert "Hello world" in result.html and "<script" not in result.html and "x()" not in result.html
+
+
+def test_html_over_the_inline_limit_is_cut_with_a_note(monkeypatch) -> None:
+    from connector.mail import html as mail_html
+
+    monkeypatch.setattr(mail_html, "INLINE_HTML_LIMIT", 20)
+    result = sanitize_html("<p>one</p><p>two</p><p>three</p>")
+    assert result.html.startswith("<p>one</p><p>two</p>") and "three" not in result.html
+    assert "the first 20 of its 32 characters are shown" in result.html

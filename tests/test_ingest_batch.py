@@ -62,9 +62,9 @@ def run(app, batch: bool):
         return outcomes, snapshot(session, account.id)
 
 
-def test_batch_and_one_by_one_agree(make_app, tmp_path):
-    single = make_app(database={"url": f"sqlite:///{tmp_path}/one.db"})
-    batched = make_app(database={"url": f"sqlite:///{tmp_path}/batch.db"})
+def test_batch_and_one_by_one_agree(make_app, make_database_url):
+    single = make_app(database={"url": make_database_url("one")})
+    batched = make_app(database={"url": make_database_url("batch")})
     one_outcomes, one_state = run(single, batch=False)
     batch_outcomes, batch_state = run(batched, batch=True)
     assert one_outcomes == ["new_ticket", "follow_up", "duplicate", "follow_up", "follow_up", "ignored",

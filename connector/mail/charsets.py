@@ -114,17 +114,28 @@ _ISO_RE = re.compile(r"^(?:x-)?iso[-_ ]?8859[-_ ]?(\d{1,2})(?:[-:_].*)?$")
 _CLEAN_RE = re.compile(r"[\"'\s]")
 
 
+MAX_LABEL = 64  # longer "charset names" are garbage: not looked up, not cached
+
+
 def normalise_label(label: str | None) -> str:
     """Lowercase, unquote and drop an RFC 2231 language suffix (``utf-8*en``)."""
     if not label:
         return ""
+    if len(label) > MAX_LABEL:
+        return "x-unknown-long-label"
     label = _CLEAN_RE.sub("", label).lower()
     return label.split("*", 1)[0]
 
 
-@lru_cache(maxsize=512)
 def codec_chain(label: str | None) -> tuple[tuple[str, ...], bool]:
     """Codecs to try for ``label``, and whether the label was understood at all."""
+    if label is not None and len(label) > MAX_LABEL:
+        return ("utf-8",), False  # not worth a lookup, nor a place in the cache
+    return _codec_chain(label)
+
+
+@lru_cache(maxsize=512)
+def _codec_chain(label: str | None) -> tuple[tuple[str, ...], bool]:
     name = normalise_label(label)
     if name in _ALIASES:
         return _ALIASES[name], True
@@ -274,30 +285,52 @@ def jis_to_cp932(data: bytes) -> str:
     return bytes(out).decode("cp932")
 
 
+_KANA = bytes(b + 0x80 if 0x21 <= b <= 0x5F else b for b in range(256))  # JIS X 0201 katakana -> Shift_JIS
+_LEAD = bytes(((b + 1) // 2 + (0x70 if b <= 0x5E else 0xB0)) & 0xFF for b in range(256))
+_ODD = bytes(0x80 if b & 1 else 0 for b in range(256))
+# Trail byte by (lead byte odd ? 0x80 : 0) | JIS trail byte (7-bit: the data is ASCII).
+_TRAIL = bytes(((k & 0x7F) + ((0x1F if k & 0x7F <= 0x5F else 0x20) if k & 0x80 else 0x7E)) & 0xFF
+               for k in range(256))
+_LINE_BREAK_RE = re.compile(rb"[\r\n]")
+
+
 def _jis_segment(data: bytes, seg: bytes, mode: bytes, offset: int) -> bytes:
     if mode in (b"(B", b"(J", b"(H"):
         return seg
     if mode == b"(I":  # half-width katakana
-        return bytes(b + 0x80 if 0x21 <= b <= 0x5F else b for b in seg)
+        return seg.translate(_KANA)
     if mode == b"$(D":
         raise UnicodeDecodeError("iso2022jp", data, offset, offset + 1, "JIS X 0212")
+    # Two-byte JIS X 0208, pair by pair; a CR or LF where a pair would start stands alone (and pairing starts
+    # again after it). Converted a run of pairs at a time with bytes.translate, not byte by byte in Python.
     out = bytearray()
-    i = 0
-    while i < len(seg):
-        j1 = seg[i]
-        if j1 in (0x0A, 0x0D) or i + 1 >= len(seg):
-            out.append(j1)
-            i += 1
-            continue
-        j2 = seg[i + 1]
-        s1 = (j1 + 1) // 2 + (0x70 if j1 <= 0x5E else 0xB0)
-        if j1 & 1:
-            s2 = j2 + (0x1F if j2 <= 0x5F else 0x20)
-        else:
-            s2 = j2 + 0x7E
-        out += bytes((s1 & 0xFF, s2 & 0xFF))
-        i += 2
+    start = 0
+    while start < len(seg):
+        end = start
+        while True:
+            m = _LINE_BREAK_RE.search(seg, end)
+            if m is None:
+                end = len(seg)
+                break
+            end = m.start()
+            if (end - start) % 2 == 0:
+                break
+            end += 1  # a trail byte, not a line break
+        out += _jis_pairs(seg[start:end])
+        if end < len(seg):
+            out.append(seg[end])
+        start = end + 1
     return bytes(out)
+
+
+def _jis_pairs(run: bytes) -> bytes:
+    pairs = len(run) // 2
+    leads, trails = run[0:2 * pairs:2], run[1:2 * pairs:2]
+    keyed = (int.from_bytes(trails, "big") | int.from_bytes(leads.translate(_ODD), "big")).to_bytes(pairs, "big")
+    converted = bytearray(2 * pairs)
+    converted[0::2] = leads.translate(_LEAD)
+    converted[1::2] = keyed.translate(_TRAIL)
+    return bytes(converted) + run[2 * pairs:]
 
 
 def decode_header_bytes(data: bytes, hints: tuple[str, ...] = ()) -> str:

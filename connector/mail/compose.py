@@ -19,7 +19,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, make_msgid
 
 from .filenames import display_filename
-from .html import text_to_html
+from .html import INLINE_TEXT_LIMIT, text_to_html
 
 MAX_REFERENCES = 20
 
@@ -121,7 +121,8 @@ def build_message(*, from_address: str, from_name: str, to: list[str], cc: list[
         message["References"] = " ".join(refs)
     message["MIME-Version"] = "1.0"
     message.set_content(body_text or "", subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_alternative(f"<!doctype html><html><body>{text_to_html(body_text or '')}</body></html>",
+    html = text_to_html(body_text or "", limit=None)  # all of it: the page's limit is for showing mail
+    message.add_alternative(f"<!doctype html><html><body>{html}</body></html>",
                             subtype="html", charset="utf-8", cte="quoted-printable")
     for f in files or []:
         maintype, _, subtype = (f.content_type or mimetypes.guess_type(f.filename)[0]
@@ -131,7 +132,11 @@ def build_message(*, from_address: str, from_name: str, to: list[str], cc: list[
     return message
 
 
-def quote(text: str, author: str, when: str) -> str:
-    """The last message, quoted for the reply editor."""
-    lines = (text or "").strip().splitlines()
+def quote(text: str, author: str, when: str, limit: int = INLINE_TEXT_LIMIT) -> str:
+    """The last message, quoted for the reply editor; a longer one than `limit` characters only in part."""
+    text = (text or "").strip()
+    rest = len(text) - limit
+    lines = text[:limit].splitlines()
+    if rest > 0:
+        lines.append(f"[... {rest:,} more characters not quoted]")
     return f"\n\nOn {when}, {author} wrote:\n" + "\n".join(f"> {line}" if line else ">" for line in lines)

@@ -2,8 +2,10 @@
 
 Regular expressions and one pass over the tags rather than an HTML parser: this runs for every
 HTML-only mail during ingestion, must be cheap, and only has to produce readable text (tags out,
-line structure kept), not a DOM. Every pattern stops at the next ``<`` or at a literal end, so
-unclosed tags in hostile input cannot make it quadratic.
+line structure kept), not a DOM. Every pattern takes time linear in its input: each stops at the
+next ``<`` or at a literal end, so unclosed tags cannot make it quadratic, and a pattern that starts
+with a run of white space only starts where such a run starts (tried at every position of a run of a
+million spaces, the block pattern took minutes).
 """
 from __future__ import annotations
 
@@ -22,10 +24,20 @@ _BLOCKS = frozenset(
     "center section article header footer address form fieldset figure nav main aside".split()
 )
 _BLOCK = "\x00"  # marker for a block boundary, resolved after entities are decoded
-_BLOCK_RUN_RE = re.compile(r"\n?[ \t]*\x00(?:[ \t]*\x00)*")
+_BLOCK_RUN_RE = re.compile(r"(?:\n|(?<![ \t]))[ \t]*\x00(?:[ \t]*\x00)*")
 _SPACES_RE = re.compile(r"[ \t\f\v\u00a0\u200b]+")
 _LINE_EDGE_RE = re.compile(r" *\n *")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+_LONG_CHARREF_RE = re.compile(r"&#(?:([xX])([0-9a-fA-F]{9,})|([0-9]{9,}));?")
+
+
+def _short_charref(m: re.Match[str]) -> str:
+    """A numeric character reference with many digits, as html.unescape would read it: leading zeros
+    dropped; a number beyond Unicode is U+FFFD whatever its length."""
+    digits = (m.group(2) or m.group(3)).lstrip("0")
+    if len(digits) > 8:
+        return "\ufffd"
+    return f"&#{m.group(1) or ''}{digits or '0'};"
 
 
 def _drop_invisible(markup: str) -> str:
@@ -66,7 +78,9 @@ def html_to_text(markup: str) -> str:
     out.append(text[pos:])
     text = "".join(out)
     if "&" in text:
-        text = html.unescape(text)  # turns &#0; into U+FFFD, so block markers stay ours
+        # html.unescape turns &#0; into U+FFFD, so block markers stay ours; it cannot read numeric
+        # references longer than Python's int limit (4300 digits), so those are shortened first.
+        text = html.unescape(_LONG_CHARREF_RE.sub(_short_charref, text))
     # Adjacent block boundaries make one line break (Outlook wraps every line in <p> or <div>),
     # and a <br> right before a block boundary adds nothing, as in a browser. A block holding
     # only &nbsp; is a blank line, so this runs before non-breaking spaces become spaces.

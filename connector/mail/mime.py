@@ -143,22 +143,34 @@ def attached_bytes(part: Message, linesep: str) -> bytes:
 
 
 # --- uuencode ----------------------------------------------------------------------------------
+# The "begin" and "end" lines are found by a fixed prefix, and the rest of each line is read in Python: a
+# lazy file name followed by optional spaces, as one pattern, took time quadratic (and cubic with a run of
+# spaces after the mode) in the length of the line.
 
-_UU_BEGIN_RE = re.compile(rb"^begin(?:-base64)? +[0-7]{3,4} +([^\r\n]*?)[ \t]*\r?$", re.M)
+_UU_BEGIN_RE = re.compile(rb"^begin(?:-base64)? +[0-7]{3,4} ", re.M)
+_UU_BLOCK_BEGIN_RE = re.compile(rb"^begin [0-7]{3,4} ", re.M)
 _UU_END_RE = re.compile(rb"^end[ \t]*\r?$", re.M)
-_UU_BLOCK_RE = re.compile(
-    rb"^begin [0-7]{3,4} +([^\r\n]+?)[ \t]*\r?\n((?:[!-`][^\r\n]*\r?\n|\r?\n)*?)end[ \t]*(?:\r?\n|$)",
-    re.M,
-)
+
+
+def _rest_of_line(data: bytes, start: int) -> tuple[bytes, int] | None:
+    """The line from `start` without its end (LF or CRLF), and where the LF is; None if it holds another CR."""
+    eol = data.find(b"\n", start)
+    eol = len(data) if eol < 0 else eol
+    rest = data[start:eol]
+    if rest.endswith(b"\r"):
+        rest = rest[:-1]
+    return None if b"\r" in rest else (rest, eol)
 
 
 def uudecode(data: bytes) -> tuple[str | None, bytes]:
     """One uuencoded block, leniently: (file name from the ``begin`` line or None, data)."""
-    m = _UU_BEGIN_RE.search(data)
     name = None
-    if m:
-        name = decode_header_bytes(m.group(1)).strip() or None
-        data = data[m.end():]
+    for m in _UU_BEGIN_RE.finditer(data):
+        line = _rest_of_line(data, m.end())
+        if line is not None:
+            name = decode_header_bytes(line[0].lstrip(b" ").rstrip(b" \t")).strip() or None
+            data = data[line[1]:]
+            break
     end = _UU_END_RE.search(data)
     return name, _uu_lines(data[:end.start()] if end else data)
 
@@ -182,16 +194,52 @@ def _uu_lines(data: bytes) -> bytes:
 
 
 def extract_uu_blocks(data: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """Remove ``begin 644 name`` ... ``end`` blocks from a text body; return them as files."""
+    """Remove ``begin 644 name`` ... ``end`` blocks from a text body; return them as files.
+
+    A block is a ``begin`` line with a file name, lines that are empty or start with a uuencode character
+    (``!`` to `````), and an ``end`` line; anything else before the ``end`` means it is not a block.
+    """
     if b"begin " not in data:
         return data, []
     files: list[tuple[str, bytes]] = []
+    kept: list[bytes] = []
+    pos = 0
+    for m in _UU_BLOCK_BEGIN_RE.finditer(data):
+        if m.start() < pos:
+            continue
+        block = _uu_block(data, m.end())
+        if block is None:
+            continue
+        name, body_start, body_end, block_end = block
+        kept.append(data[pos:m.start()])
+        files.append((decode_header_bytes(name).strip(), _uu_lines(data[body_start:body_end])))
+        pos = block_end
+    kept.append(data[pos:])
+    return b"".join(kept), files
 
-    def take(m: re.Match[bytes]) -> bytes:
-        files.append((decode_header_bytes(m.group(1)).strip(), _uu_lines(m.group(2))))
-        return b""
 
-    return _UU_BLOCK_RE.sub(take, data), files
+def _uu_block(data: bytes, after_mode: int) -> tuple[bytes, int, int, int] | None:
+    """(file name, start and end of the encoded lines, end of the ``end`` line) of the block whose ``begin``
+    line continues at `after_mode`, or None if there is no complete block there."""
+    first = _rest_of_line(data, after_mode)
+    if first is None or not first[0] or first[1] == len(data):
+        return None
+    name = first[0].lstrip(b" ").rstrip(b" \t")
+    body_start = pos = first[1] + 1
+    while True:
+        newline = data.find(b"\n", pos)
+        line = data[pos:] if newline < 0 else data[pos:newline]
+        tail = line[3:]
+        if newline >= 0 and tail.endswith(b"\r"):
+            tail = tail[:-1]
+        if line.startswith(b"end") and not tail.strip(b" \t"):
+            return name, body_start, pos, len(data) if newline < 0 else newline + 1
+        if newline < 0:
+            return None  # every encoded line ends with a line break
+        content = line[:-1] if line.endswith(b"\r") else line
+        if b"\r" in content or (content and not 0x21 <= content[0] <= 0x60):
+            return None
+        pos = newline + 1
 
 
 def _note(notes: list[str], text: str) -> None:

@@ -1,12 +1,13 @@
 """Raw RFC 5322 bytes -> what ingestion needs: headers to dedup/thread/route, body, attachments.
 
-The stdlib ``email`` package parses (``BytesParser``/``BytesHeaderParser`` with ``compat32``, see
-``headers.py`` for why not ``policy.default``); this module decides what a mail means for a
-ticket: which parts are the body, which are attachments and what they are called, whether the mail
-was sent by a machine. Two levels because ingestion speed matters: ``parse_headers`` reads only
-the header block (what a poll needs to decide whether a mail is new and where it goes),
+The stdlib ``email`` package parses (its feed parser with ``compat32``: see ``headers.py`` for why
+not ``policy.default``, ``feed.py`` for the bounds hostile mail needs); this module decides what a
+mail means for a ticket: which parts are the body, which are attachments and what they are called,
+whether the mail was sent by a machine. Two levels because ingestion speed matters: ``parse_headers``
+reads only the header block (what a poll needs to decide whether a mail is new and where it goes),
 ``parse_message`` parses the MIME tree once and decodes body and attachments. Neither raises on
-any input: problems end up in ``ParsedMail.notes``.
+any input: problems end up in ``ParsedMail.notes``. Every step takes time linear in the size of the
+mail (tests/test_hostile_mail.py); the time budget of a parse is enforced by the caller (parsing.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from datetime import datetime
 from email.message import Message
 
 from .charsets import decode_text
+from .feed import MAX_NESTING
 from .headers import (
     CHARSET_HINT_LIMIT,
     Fields,
@@ -211,7 +213,7 @@ def _is_bounce(h: Fields, from_: Address | None, report_type: str | None) -> boo
 
 # --- Full parse --------------------------------------------------------------------------------
 
-MAX_DEPTH = 40        # multipart nesting deeper than this is kept as one opaque attachment
+MAX_DEPTH = MAX_NESTING  # multipart nesting this deep is kept as one opaque attachment (the parser stops)
 MAX_PARTS = 5000      # parts beyond this many in one message are dropped (with a note)
 
 
@@ -321,9 +323,10 @@ class _Walker:
         if tree and depth < MAX_DEPTH:
             return self._multipart(part, ctype, depth)
         try:
-            if tree:
+            too_deep = ctype.startswith("multipart/") and depth >= MAX_DEPTH  # the parser kept it whole
+            if too_deep:
                 self.note("MIME nesting too deep: innermost parts kept as one attachment")
-            if tree or attach or part.is_multipart():  # is_multipart: message/*, parsed
+            if too_deep or tree or attach or part.is_multipart():  # is_multipart: message/*, parsed
                 self._attach(part, ctype, broken)
                 return []
             return self._leaf(part, ctype, broken)

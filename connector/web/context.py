@@ -22,8 +22,11 @@ def db() -> Session:
 
 def readable_ticket(user: User, ticket_id: int) -> Ticket | None:
     """The ticket if `user` may see it, with every article's body ready to read (a big import leaves
-    bodies for later; they are extracted here if the worker has not got to them yet)."""
+    bodies for later; they are extracted here if the worker has not got to them yet, each within the parse
+    budget, so opening a ticket never hangs on a hostile mail)."""
     ticket = tickets.get_ticket(db(), user, ticket_id)
     if ticket is not None:
-        bodies.ensure_extracted(db(), ticket.articles, max_size=runtime().settings.mail.max_message_bytes)
+        mail = runtime().settings.mail
+        bodies.ensure_extracted(db(), ticket.articles, max_size=mail.max_message_bytes,
+                                budget=mail.parse_timeout_seconds)
     return ticket

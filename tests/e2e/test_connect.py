@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
 from playwright.sync_api import Page, expect
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
+from tests.conftest import DATABASE_BACKENDS
 from tests.support.app import PASSWORD
 from tests.support.live import LiveServer
 
@@ -23,10 +25,11 @@ ADMIN = "admin@helpdesk.test"
 AGENT = "agent@helpdesk.test"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, idp, ca):
-    """One `connector serve` for this module (each test registers its own org and mailboxes)."""
-    server = LiveServer(tmp_path_factory.mktemp("e2e"), idp_url=idp.url, ca_path=ca.ca_path)
+@pytest.fixture(scope="module", params=DATABASE_BACKENDS)
+def server(request, tmp_path_factory, idp, ca, make_module_database_url):
+    """One `connector serve` for this module and database (each test registers its own org and mailboxes)."""
+    server = LiveServer(tmp_path_factory.mktemp("e2e"), idp_url=idp.url, ca_path=ca.ca_path,
+                        database_url=make_module_database_url(request.param))
     server.create_user(ADMIN, "admin")
     server.create_user(AGENT, "agent")
     with server:
@@ -90,8 +93,13 @@ def sign_in_at_idp(page: Page, idp, email: str, password: str, consent: str | No
 
 def stored_tokens(server, address: str) -> set[str]:
     """The tokens in the mailbox's cache, decrypted with the server's own key file."""
-    with sqlite3.connect(server.db_path) as db:
-        [(sealed,)] = db.execute("SELECT token_cache_enc FROM accounts WHERE address = ?", (address,)).fetchall()
+    engine = create_engine(server.database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as db:
+            sealed = bytes(db.execute(text("SELECT token_cache_enc FROM accounts WHERE address = :address"),
+                                      {"address": address}).scalar_one())
+    finally:
+        engine.dispose()
     cache = json.loads(Fernet((server.data_dir / "encryption.key").read_bytes().strip()).decrypt(sealed))
     return {entry["secret"] for section in ("AccessToken", "RefreshToken", "IdToken")
             for entry in cache.get(section, {}).values()}

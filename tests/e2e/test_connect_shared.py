@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import itertools
 import re
-import sqlite3
 
 import pytest
 from playwright.sync_api import Page, expect
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from tests.conftest import DATABASE_BACKENDS
 
 from tests.e2e.test_connect import csp_reports, register_app, sign_in, sign_in_at_idp, sign_out  # noqa: F401
 from tests.support.live import LiveServer
@@ -22,9 +25,10 @@ AGENT = "agent@shared.test"
 _n = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, idp, ca, dovecot):
+@pytest.fixture(scope="module", params=DATABASE_BACKENDS)
+def server(request, tmp_path_factory, idp, ca, dovecot, make_module_database_url):
     server = LiveServer(tmp_path_factory.mktemp("e2e-shared"), idp_url=idp.url, ca_path=ca.ca_path,
+                        database_url=make_module_database_url(request.param),
                         env={"CONNECTOR_MICROSOFT_IMAP_HOST": "127.0.0.1",
                              "CONNECTOR_MICROSOFT_IMAP_PORT": str(dovecot.imap_port)})
     server.create_user(ADMIN, "admin")
@@ -54,8 +58,12 @@ def connect_shared(page: Page, server, idp, shared: str, delegate: str) -> None:
 
 
 def stored_addresses(server) -> list[str]:
-    with sqlite3.connect(server.db_path) as db:
-        return [row[0] for row in db.execute("SELECT address FROM accounts ORDER BY id")]
+    engine = create_engine(server.database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as db:
+            return list(db.execute(text("SELECT address FROM accounts ORDER BY id")).scalars())
+    finally:
+        engine.dispose()
 
 
 def test_a_delegate_with_full_access_connects_the_shared_mailbox(page, server, live_org, idp, csp_reports):

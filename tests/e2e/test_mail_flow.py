@@ -20,8 +20,9 @@ AGENT = "agent@mailflow.test"
 
 
 @pytest.fixture
-def server(tmp_path_factory, idp, ca, dovecot, smtp_server):
+def server(tmp_path_factory, idp, ca, dovecot, smtp_server, server_database_url):
     server = LiveServer(tmp_path_factory.mktemp("mailflow"), idp_url=idp.url, ca_path=ca.ca_path, worker=True,
+                        database_url=server_database_url(),
                         env={"CONNECTOR_MICROSOFT_IMAP_HOST": "127.0.0.1",
                              "CONNECTOR_MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
                              "CONNECTOR_MICROSOFT_SMTP_HOST": "127.0.0.1",

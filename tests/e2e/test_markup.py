@@ -25,6 +25,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from connector.mail.filenames import display_filename
+from tests.conftest import DATABASE_BACKENDS
 from tests.e2e.test_connect import consent_at_idp, register_app, sign_in
 from tests.support.app import Org
 from tests.support.live import LiveServer
@@ -66,18 +67,20 @@ def hostile_mail(to: str) -> bytes:
     return msg.as_bytes()
 
 
-@pytest.fixture(scope="module")
-def desk(tmp_path_factory, idp, ca, dovecot, smtp_server, browser):
+@pytest.fixture(scope="module", params=DATABASE_BACKENDS)
+def desk(request, tmp_path_factory, idp, ca, dovecot, smtp_server, browser, make_module_database_url):
     """`connector serve` with its worker, the app registered and one mailbox connected (in Chromium)."""
     server = LiveServer(tmp_path_factory.mktemp("markup"), idp_url=idp.url, ca_path=ca.ca_path, worker=True,
+                        database_url=make_module_database_url(request.param),
                         env={"CONNECTOR_MICROSOFT_IMAP_HOST": "127.0.0.1",
                              "CONNECTOR_MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
                              "CONNECTOR_MICROSOFT_SMTP_HOST": "127.0.0.1",
                              "CONNECTOR_MICROSOFT_SMTP_PORT": str(smtp_server.port)})
     server.create_user(ADMIN, "admin")
-    tenant = idp.add_tenant("markup.test")
+    domain = f"markup-{request.param}.test"  # a tenant and a mailbox of its own for each database
+    tenant = idp.add_tenant(domain)
     app = idp.add_app(tenant, secret="markup-secret-value", redirect_uris=[server.callback_url])
-    org = Org(idp, tenant, app, "markup-secret-value", "markup.test")
+    org = Org(idp, tenant, app, "markup-secret-value", domain)
     with server:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(10_000)

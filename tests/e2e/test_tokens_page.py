@@ -8,15 +8,17 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
+from tests.conftest import DATABASE_BACKENDS
 from tests.support.app import PASSWORD
 from tests.support.live import LiveServer
 
 AGENT = "tokens@helpdesk.test"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, idp, ca):
-    server = LiveServer(tmp_path_factory.mktemp("e2e-tokens"), idp_url=idp.url, ca_path=ca.ca_path)
+@pytest.fixture(scope="module", params=DATABASE_BACKENDS)
+def server(request, tmp_path_factory, idp, ca, make_module_database_url):
+    server = LiveServer(tmp_path_factory.mktemp("e2e-tokens"), idp_url=idp.url, ca_path=ca.ca_path,
+                        database_url=make_module_database_url(request.param))
     server.create_user(AGENT, "agent")
     with server:
         yield server

@@ -40,18 +40,20 @@ class LiveServerError(RuntimeError):
 
 
 class LiveServer:
-    """One `connector serve` process on 127.0.0.1 with its own data folder and SQLite database."""
+    """One `connector serve` process on 127.0.0.1 with its own data folder and database (SQLite there, or
+    `database_url`)."""
 
     def __init__(self, directory: Path, *, idp_url: str, ca_path: str | os.PathLike, worker: bool = False,
                  env: dict[str, str] | None = None, port: int | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", database_url: str | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port or free_port()
         self.worker = worker
         self.data_dir = self.directory / "instance"
-        self.db_path = self.data_dir / "connector.db"
+        self.db_path = self.data_dir / "connector.db"  # when no `database_url` is given
+        self._database_url = database_url
         self.log_path = self.directory / "serve.log"
         self.base_url = f"http://{host}:{self.port}"
         self.env = self._environment(idp_url, str(ca_path), env or {})
@@ -65,7 +67,8 @@ class LiveServer:
 
     @property
     def database_url(self) -> str:
-        return f"sqlite:///{self.db_path}"
+        """The given database (e.g. PostgreSQL), else SQLite in the server's data folder."""
+        return self._database_url or f"sqlite:///{self.db_path}"
 
     def url(self, path: str) -> str:
         return self.base_url + path

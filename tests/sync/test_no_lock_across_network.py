@@ -1,10 +1,13 @@
 """No database transaction stays open across a network call: while the sync talks to IMAP or the
-sender talks to SMTP, another connection can take SQLite's write lock at once."""
+sender talks to SMTP, another connection can take SQLite's write lock at once (on PostgreSQL: no
+connection is inside a transaction)."""
 from __future__ import annotations
 
 import sqlite3
 
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from connector import users
 from connector.mail.imap import ImapMailbox
@@ -15,8 +18,19 @@ from tests.support.mail import connect, make_mail
 
 
 def write_lock_is_free(app) -> bool:
-    path = make_url(app.extensions["connector"].settings.database.url).database
-    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    """SQLite: another connection takes the write lock at once. PostgreSQL (row locks, no database lock):
+    no other connection to the database is inside a transaction."""
+    url = make_url(app.extensions["connector"].settings.database.url)
+    if url.get_backend_name() != "sqlite":
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as probe:
+                return probe.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL").scalar() == 0
+        finally:
+            engine.dispose()
+    probe = sqlite3.connect(url.database, timeout=0, isolation_level=None)
     try:
         probe.execute("BEGIN IMMEDIATE")
         probe.execute("ROLLBACK")

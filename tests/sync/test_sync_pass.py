@@ -122,18 +122,20 @@ def test_connection_cut_in_the_middle_of_a_batch_loses_and_duplicates_nothing(ma
     assert result.imported == 10 - tickets
 
 
-def test_poison_message_is_quarantined_and_the_next_mail_still_arrives(mail_app, org, ca, agent, dovecot, mocker):
+def parse_or_choke(raw: bytes, max_size: int):
+    """The parse a parser process runs (pickled by name, so module level), choking on the poison."""
+    from connector.mail.parse import parse_message
+
+    if b"X-Poison: yes" in raw:
+        raise ValueError("this mail breaks the importer")
+    return parse_message(raw, max_size=max_size)
+
+
+def test_poison_message_is_quarantined_and_the_next_mail_still_arrives(mail_app, org, ca, agent, dovecot, monkeypatch):
     import connector.parsing as parsing_module
     from connector.models import ImportFailure
 
-    real_parse = parsing_module.parse_message
-
-    def parse_or_choke(raw, **kwargs):
-        if b"X-Poison: yes" in raw:
-            raise ValueError("this mail breaks the importer")
-        return real_parse(raw, **kwargs)
-
-    mocker.patch.object(parsing_module, "parse_message", side_effect=parse_or_choke)
+    monkeypatch.setattr(parsing_module, "_parse_one", parse_or_choke)
     account_id, address = connect(mail_app, org, ca, agent)
     dovecot.deliver(address, make_mail(to=address, subject="Poison", headers={"X-Poison": "yes"}))
     dovecot.deliver(address, make_mail(to=address, subject="Fine"))

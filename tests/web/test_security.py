@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import stat
 from pathlib import Path
 
@@ -209,23 +208,30 @@ def test_token_cache_and_client_secret_are_not_plaintext_in_the_database(app, cl
         cache = rt.vault.decrypt_text(session.scalar(select(Account)).token_cache_enc)
     refresh_tokens = [e["secret"] for e in json.loads(cache)["RefreshToken"].values()]
     assert refresh_tokens
-    rt.db.dispose()
 
-    raw = sqlite3.connect(_db_path(app))
-    [(token_cache,)] = raw.execute("SELECT token_cache_enc FROM accounts").fetchall()
-    [(client_secret,)] = raw.execute("SELECT client_secret_enc FROM app_registration").fetchall()
-    raw.close()
+    with rt.db.engine.connect() as raw:
+        [(token_cache,)] = raw.exec_driver_sql("SELECT token_cache_enc FROM accounts").all()
+        [(client_secret,)] = raw.exec_driver_sql("SELECT client_secret_enc FROM app_registration").all()
+        token_cache, client_secret = bytes(token_cache), bytes(client_secret)
+        # nor anywhere in the database: SQLite's files (the WAL included), or every row of PostgreSQL's tables
+        if rt.db.is_sqlite:
+            everything = {str(path): path.read_bytes() for path in _db_path(app).parent.glob(_db_path(app).name + "*")}
+        else:
+            tables = raw.exec_driver_sql("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").scalars()
+            everything = {table: b"\n".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode()
+                                             for row in raw.exec_driver_sql(f'SELECT * FROM "{table}"') for v in row)
+                          for table in list(tables)}
+    rt.db.dispose()
     for column in (token_cache, client_secret):
-        assert isinstance(column, bytes) and column.startswith(b"gAAAAA")  # a Fernet token
+        assert column.startswith(b"gAAAAA")  # a Fernet token
     assert org.secret.encode() not in client_secret
     for needle in [b"RefreshToken", b"AccessToken", mailbox.encode()] + [t.encode() for t in refresh_tokens]:
         assert needle not in token_cache
-    # nor anywhere in the database files (the WAL included)
-    for path in _db_path(app).parent.glob(_db_path(app).name + "*"):
-        data = path.read_bytes()
-        assert org.secret.encode() not in data, path
+    assert any(mailbox.encode() in data for data in everything.values())  # the search does see the database
+    for where, data in everything.items():
+        assert org.secret.encode() not in data, where
         for token in refresh_tokens:
-            assert token.encode() not in data, path
+            assert token.encode() not in data, where
 
 
 def test_key_files_are_private(app):
