@@ -33,17 +33,19 @@ class Size:
     cluster_backlog: int  # mails waiting in each mailbox when the three workers start
     cluster_kills: int
     restart_rounds: int  # each server restarted this many times
+    settle_each_restart: bool  # wait for everything to settle after each restart (times each server's recovery)
     settle_seconds: float  # how long everything may take to settle after the last fault
 
 
 SIZES = {
     "ci": Size("ci", big_import_mails=800, big_import_kills=2, trickle_kills=2, bodies_mails=800, bodies_kills=2,
                move_mails=600, move_kills=1, sending_replies=6, sending_data_kills=1, sending_random_kills=1,
-               cluster_mailboxes=4, cluster_backlog=150, cluster_kills=2, restart_rounds=1, settle_seconds=90),
+               cluster_mailboxes=4, cluster_backlog=100, cluster_kills=2, restart_rounds=1, settle_each_restart=False,
+               settle_seconds=90),
     "full": Size("full", big_import_mails=3000, big_import_kills=10, trickle_kills=8, bodies_mails=3000,
                  bodies_kills=6, move_mails=1500, move_kills=5, sending_replies=40, sending_data_kills=6,
                  sending_random_kills=3, cluster_mailboxes=9, cluster_backlog=400, cluster_kills=10,
-                 restart_rounds=2, settle_seconds=180),
+                 restart_rounds=2, settle_each_restart=True, settle_seconds=180),
 }
 
 

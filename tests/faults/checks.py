@@ -66,6 +66,9 @@ def check_replies(out: Outcome, world: World, observer: Observer, reply_ids: lis
         if submitted.get(mid, 0) > 1:
             out.replies_twice[mid] = (explain or {}).get(mid) or \
                 f"unexplained: accepted {submitted[mid]} times with no fault between the submissions"
+            row = observer.outbox_row(mid)
+            out.notes.append(f"{mid} accepted at {[round(t, 1) for t, m in world.submissions if m == mid]}; its outbox "
+                             f"row: {row}")
 
 
 def check_connected(out: Outcome, installation: Installation) -> None:

@@ -170,7 +170,7 @@ class Events:
         for mid, moments in times.items():
             if len(moments) < 2:
                 continue
-            faults = [what for moment, what in self.items if moments[0] <= moment <= moments[1]]
+            faults = [f"{what} (at {moment:.1f})" for moment, what in self.items if moments[0] <= moment <= moments[1]]
             explained[mid] = why(mid, "; ".join(faults)) if faults else \
                 f"unexplained: accepted {len(moments)} times with no fault between the first two"
         return explained

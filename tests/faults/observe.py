@@ -57,6 +57,15 @@ class Observer:
                                 .join(Article, Article.id == OutboxItem.article_id)).all()
         return dict(rows)
 
+    def outbox_row(self, message_id: str) -> dict:
+        """The outbox row of one reply, to explain a finding (state, attempts, the server's answer, the error)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(OutboxItem.id, OutboxItem.state, OutboxItem.attempts, OutboxItem.server_reply,
+                                      OutboxItem.last_error)
+                               .join(Article, Article.id == OutboxItem.article_id)
+                               .where(Article.message_id == message_id)).first()
+        return dict(row._mapping) if row is not None else {}
+
     def sent(self) -> int:
         with self.engine.connect() as conn:
             return conn.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.state == "sent"))

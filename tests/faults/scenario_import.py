@@ -90,7 +90,7 @@ class Killer:
         after = kill.after
         self.out.kills.append(kill)
         self._restart()
-        wait_for_progress(self.progress, after + 1, f"{self.phase} resuming after a kill", stall=STALL + 30,
+        wait_for_progress(self.progress, after + 1, f"{self.phase} resuming after a kill", stall=STALL + 10,
                           watch=[self.worker])
         kill.resume_seconds = time.monotonic() - moment
         self.c.log(f"  kill {len(self.out.kills)}: {kill.detail}; resumed after {kill.resume_seconds:.1f} s")

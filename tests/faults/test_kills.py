@@ -7,6 +7,9 @@ import pytest
 from tests.faults.conftest import SEED, SIZE
 from tests.faults.scenarios import BY_NAME, verdict
 
+# A scenario runs for one to three minutes at CI size (more when it finds something: it waits out stalls).
+pytestmark = pytest.mark.timeout(600 if SIZE.name == "ci" else 3600)
+
 SINGLE_WORKER = ["big-import", "small-batches", "body-extraction", "post-import-move", "post-import-delete",
                  "sending", "embedded-serve"]
 # CI runs the single-worker scenarios on SQLite (the embedded default) and three workers on PostgreSQL; the full

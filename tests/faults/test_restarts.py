@@ -7,6 +7,9 @@ import pytest
 from tests.faults.conftest import SEED, SIZE
 from tests.faults.scenarios import BY_NAME, verdict
 
+# A scenario runs for one to three minutes at CI size (more when it finds something: it waits out stalls).
+pytestmark = pytest.mark.timeout(600 if SIZE.name == "ci" else 3600)
+
 
 def check(campaign, name: str, database: str):
     c = campaign(database)
