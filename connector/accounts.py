@@ -196,26 +196,35 @@ def mail_access_token(session: Session, vault: Vault, identity: MicrosoftIdentit
     (revoked, or continuous access evaluation).
 
     Raises IdentityError; when the grant is gone, the account is already marked "needs reconnect".
+    Another worker (or thread) may have redeemed the same refresh token a moment before and saved the new
+    one: a refused refresh is retried with the cache stored now when that changed meanwhile.
     """
-    if account.token_cache_enc is None:
-        raise _no_sign_in()
-    try:
-        cache = vault.decrypt_text(account.token_cache_enc)
-    except DecryptionError as exc:
-        mark_needs_reconnect(account, str(exc))
-        session.commit()
-        raise _no_sign_in(str(exc)) from None
-    try:
-        token, new_cache = identity.mail_token(cache, account.home_account_id, force_refresh=force_refresh)
-    except IdentityError as exc:
-        if exc.needs_reconnect:
-            mark_needs_reconnect(account, exc.explained.message)
+    for attempt in range(3):
+        if account.token_cache_enc is None:
+            raise _no_sign_in()
+        used = account.token_cache_enc
+        try:
+            cache = vault.decrypt_text(used)
+        except DecryptionError as exc:
+            mark_needs_reconnect(account, str(exc))
             session.commit()
-        raise
-    if new_cache is not None:
-        account.token_cache_enc = vault.encrypt(new_cache)
-        session.commit()  # a rotated refresh token must never be lost
-    return token
+            raise _no_sign_in(str(exc)) from None
+        try:
+            token, new_cache = identity.mail_token(cache, account.home_account_id, force_refresh=force_refresh)
+        except IdentityError as exc:
+            if exc.needs_reconnect:
+                session.refresh(account)
+                session.commit()  # end the read: no transaction across the retry's network call
+                if attempt < 2 and account.token_cache_enc not in (None, used):
+                    continue  # rotated and saved by someone else meanwhile: use theirs
+                mark_needs_reconnect(account, exc.explained.message)
+                session.commit()
+            raise
+        if new_cache is not None:
+            account.token_cache_enc = vault.encrypt(new_cache)
+            session.commit()  # a rotated refresh token must never be lost
+        return token
+    raise AssertionError("unreachable")
 
 
 def _no_sign_in(message: str = "The mailbox has no stored sign-in: reconnect it.") -> IdentityError:

@@ -24,7 +24,6 @@ from .models import Account, Article, Attachment, OutboxItem, Ticket, User, utcn
 
 log = logging.getLogger(__name__)
 MAX_TRANSIENT_ATTEMPTS = 12  # about a day with the backoff below
-SENDING_LEASE = 300
 
 
 def backoff(attempts: int) -> timedelta:
@@ -127,7 +126,7 @@ class Sender:
                                      OutboxItem.next_attempt_at <= now,
                                      or_(OutboxItem.lease_owner.is_(None), OutboxItem.lease_expires_at < now))
             .values(state="sending", lease_owner=self.worker_id,
-                    lease_expires_at=now + timedelta(seconds=SENDING_LEASE)))
+                    lease_expires_at=now + timedelta(seconds=self.rt.settings.worker.sending_lease_seconds)))
         session.commit()
         return result.rowcount == 1
 
