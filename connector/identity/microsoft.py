@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
 SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 MAIL_SCOPES = [IMAP_SCOPE, SMTP_SCOPE]
+GRAPH_SCOPES = ["https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send"]
 # msal adds offline_access, openid and profile itself; "email" we ask for explicitly.
 CONNECT_SCOPES = MAIL_SCOPES + ["email"]
 GENERIC_TENANTS = {"common", "organizations", "consumers"}
@@ -247,7 +248,12 @@ class MicrosoftIdentity:
     # -- tokens for IMAP/SMTP -----------------------------------------------------------------------
     def mail_token(self, token_cache: str, home_account_id: str = "", *,
                    force_refresh: bool = False) -> tuple[str, str | None]:
-        """An access token for IMAP/SMTP, refreshed if needed.
+        """An access token for IMAP/SMTP (see `access_token`)."""
+        return self.access_token(token_cache, home_account_id, MAIL_SCOPES, force_refresh=force_refresh)
+
+    def access_token(self, token_cache: str, home_account_id: str, scopes: list[str], *,
+                     force_refresh: bool = False) -> tuple[str, str | None]:
+        """An access token for `scopes` (one resource), refreshed if needed.
 
         Returns (access_token, new_cache): new_cache is the serialized cache when it changed (a
         rotated refresh token) and must be saved at once, else None.
@@ -262,7 +268,7 @@ class MicrosoftIdentity:
         if not accounts:
             raise IdentityError(Explained("No sign-in is stored for this mailbox: reconnect it.", None, True))
         try:
-            result = app.acquire_token_silent_with_error(MAIL_SCOPES, account=accounts[0],
+            result = app.acquire_token_silent_with_error(scopes, account=accounts[0],
                                                          force_refresh=force_refresh)
         except requests.exceptions.RequestException as exc:
             raise self._unreachable(exc) from None
