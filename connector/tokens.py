@@ -27,9 +27,11 @@ class TokenUnavailable(Exception):
     """No token now; `message` is for people. `reconnect`: the grant is gone (the account is marked);
     `retry_after`: seconds until it is worth trying again."""
 
-    def __init__(self, message: str, *, reconnect: bool = False, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, reconnect: bool = False, retry_after: float | None = None,
+                 fix_needed: bool = False) -> None:
         super().__init__(message)
         self.message, self.reconnect, self.retry_after = message, reconnect, retry_after
+        self.fix_needed = fix_needed or reconnect  # a person must act (reconnect, restore the key): not worth retrying
 
 
 def access_token(session: Session, rt, account: Account, purpose: str = "mail", *,
@@ -44,7 +46,7 @@ def access_token(session: Session, rt, account: Account, purpose: str = "mail", 
     try:
         identity = registration.identity(session, rt.settings, rt.vault)
     except DecryptionError as exc:  # the encryption key changed: say so, keep the worker running
-        raise TokenUnavailable(str(exc), retry_after=300) from None
+        raise TokenUnavailable(str(exc), retry_after=300, fix_needed=True) from None
     session.commit()  # the refresh below is a network call: no transaction across it
     if identity is None:
         raise TokenUnavailable(registration.NOT_REGISTERED, retry_after=60)

@@ -41,11 +41,11 @@ def write(session: Session, item_id: int, owner: str, token: int, **values) -> b
 
 
 def renew(session: Session, item_id: int, owner: str, token: int, seconds: float) -> bool:
-    """Right before a submission: a whole lease ahead for it, if the claim is still ours and unexpired."""
+    """Right before a submission: a whole lease ahead for it, if the claim is still ours (not recovered by
+    another worker, whose claim raised the token)."""
     now = utcnow()
     done = session.execute(update(OutboxItem).where(OutboxItem.id == item_id, OutboxItem.lease_owner == owner,
-                                                    OutboxItem.lease_token == token,
-                                                    OutboxItem.lease_expires_at > now)
+                                                    OutboxItem.lease_token == token)
                            .values(lease_expires_at=now + timedelta(seconds=seconds))
                            .execution_options(synchronize_session=False)).rowcount
     session.commit()

@@ -56,7 +56,7 @@ class MailServers:
         try:
             token = tokens.access_token(session, self.rt, account)
         except tokens.TokenUnavailable as exc:
-            raise SendFailure(exc.message, exc.reconnect, auth=True) from None
+            raise SendFailure(exc.message, exc.fix_needed, auth=True) from None
         ms = self.rt.settings.microsoft
         submitter = SmtpSubmitter(ms.smtp_host, ms.smtp_port, self.rt.settings.ca_bundle)
         try:

@@ -86,7 +86,7 @@ class MailboxLeases:
             return set()
         now = utcnow()
         with self.db.session() as session:
-            session.execute(update(Account).where(Account.lease_owner == self.owner, Account.lease_expires_at > now)
+            session.execute(update(Account).where(Account.lease_owner == self.owner)
                             .values(lease_expires_at=now + timedelta(seconds=self.seconds))
                             .execution_options(synchronize_session=False))
             still = dict(session.execute(select(Account.id, Account.lease_token)

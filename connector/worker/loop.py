@@ -122,7 +122,7 @@ class Worker:
                 return
             token = self.leases.claim(account_id)
             if token is not None:
-                runner = MailboxRunner(self.rt, account_id, Fence(account_id, self.id, token), self._stop.is_set,
+                runner = MailboxRunner(self.rt, account_id, Fence(account_id, self.id, token, self.rt.settings.worker.lease_seconds), self._stop.is_set,
                                        self.extractor.wake)
                 with self._lock:
                     self.runners[account_id] = runner
@@ -145,7 +145,7 @@ class Worker:
         if not account_ids:
             return
         with self.rt.db.session() as session:
-            folders = dict(session.execute(select(Account.id, Account.folder).where(Account.id.in_(account_ids))))
+            folders = dict(session.execute(select(Account.id, Account.folder).where(Account.id.in_(account_ids))).all())
         for account_id, folder in folders.items():
             runner = self.runners.get(account_id)
             if runner is not None and runner.sync.folder not in (None, folder):

@@ -33,7 +33,7 @@ def sync_once(rt, owner: str, address: str | None = None, should_stop=lambda: Fa
         if token is None:
             lines.append(f"{name}: busy in another worker, skipped")
             continue
-        runner = MailboxRunner(rt, account_id, Fence(account_id, owner, token), should_stop)
+        runner = MailboxRunner(rt, account_id, Fence(account_id, owner, token, rt.settings.worker.lease_seconds), should_stop)
         try:
             outcome = runner.run_once()
         finally:
