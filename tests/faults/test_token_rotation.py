@@ -52,7 +52,7 @@ def test_two_workers_refreshing_one_mailbox_at_once_keep_it_connected(mail_app, 
     """Two workers (or a worker's mailbox and sender threads) read the same cache, then both refresh: the
     second redeems a refresh token the first has just redeemed. It must pick up the first one's saved token
     instead of putting the mailbox in "needs reconnect"."""
-    from connector import accounts
+    from connector import tokens
 
     rt = mail_app.extensions["connector"]
     idp.access_token_lifetime = 120  # every use refreshes
@@ -64,8 +64,8 @@ def test_two_workers_refreshing_one_mailbox_at_once_keep_it_connected(mail_app, 
             late = second.get(Account, account_id)
             second.commit()
             assert stored_refresh_tokens(rt, account_id) == idp.live_refresh_tokens(address)  # both hold it
-            token = accounts.mail_access_token(first, rt.vault, rt.identity(first), early)
-            other = accounts.mail_access_token(second, rt.vault, rt.identity(second), late)
+            token = tokens.access_token(first, rt, early)
+            other = tokens.access_token(second, rt, late)
         assert idp.introspect(token, user=address)["active"] and idp.introspect(other, user=address)["active"]
         with rt.db.session() as session:
             account = session.get(Account, account_id)
