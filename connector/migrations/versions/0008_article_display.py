@@ -1,7 +1,7 @@
 """what a mail shows, in order: articles.display
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02 08:00:00
 
 `display` holds the display model of an incoming mail (connector/mail/display.py): its text, HTML,
@@ -9,15 +9,12 @@ images, forwarded mails and attachments in the order a mail client shows them, a
 into `body_text` and `body_html` (so no text is stored twice). Articles stored before this revision
 have none; opening one re-reads it from its stored raw mail (connector/extract.py), so old mail shows
 by the same rules without a long migration.
-
-Numbered 0008 because 0007 is taken by work merged alongside; `down_revision` is this branch's newest
-revision and is set to the real predecessor when the branches meet.
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
