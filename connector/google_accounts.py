@@ -1,5 +1,5 @@
-"""Google mailboxes: the connect and reconnect rules of accounts.py for provider "google", and their
-access tokens for the workers.
+"""Google mailboxes: the connect and reconnect rules of accounts.py for provider "google" (their access
+tokens come from tokens.py like every mailbox's).
 
 The same rights as for Microsoft (accounts.py): a plain connect only ever concerns the address of the
 Google Account that signed in; an existing mailbox is touched only when the stored identity (the ID
@@ -15,11 +15,9 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .accounts import ConnectRefused, Connection, add_member, can_manage, mark_needs_reconnect
-from .crypto import DecryptionError, Vault
-from .identity.errors import Explained
-from .identity.google import GoogleIdentity, GoogleSignIn, GoogleTokenError
-from .identity.microsoft import IdentityError
+from .accounts import ConnectRefused, Connection, add_member, can_manage
+from .crypto import Vault
+from .identity.google import GoogleSignIn
 from .models import Account, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -84,32 +82,3 @@ def _store_sign_in(account: Account, vault: Vault, signed_in: GoogleSignIn) -> N
     account.failure_count = 0
     account.next_attempt_at = None
     account.connected_at = utcnow()
-
-
-def mail_access_token(session: Session, vault: Vault, identity: GoogleIdentity, account: Account, *,
-                      force_refresh: bool = False) -> str:
-    """An IMAP/SMTP access token for a Google mailbox: accounts.mail_access_token's contract.
-
-    A refreshed token JSON is committed at once. Raises IdentityError; when only a new sign-in helps,
-    the account is already marked "needs reconnect" with the reason in words.
-    """
-    if account.token_cache_enc is None:
-        raise IdentityError(Explained("The mailbox has no stored sign-in: reconnect it.", None, True))
-    try:
-        token_json = vault.decrypt_text(account.token_cache_enc)
-    except DecryptionError as exc:
-        mark_needs_reconnect(account, str(exc))
-        session.commit()
-        raise IdentityError(Explained(str(exc), None, True)) from None
-    try:
-        token, new_json = identity.mail_token(token_json, force_refresh=force_refresh,
-                                              hosted_domain=account.tenant_id or "")
-    except GoogleTokenError as exc:
-        if exc.needs_reconnect:
-            mark_needs_reconnect(account, exc.explained.message)
-            session.commit()
-        raise
-    if new_json is not None:
-        account.token_cache_enc = vault.encrypt(new_json)
-        session.commit()
-    return token

@@ -15,6 +15,7 @@ from .models import GoogleAppRegistration, utcnow
 from .registration import RegistrationInputError
 
 CALLBACK_PATH = "/auth/google/callback"
+NOT_REGISTERED = "The Google app is not registered: an admin must save it first (Admin > Google app)."
 CLIENT_ID_RE = re.compile(r"^[0-9]+-[0-9a-z]+\.apps\.googleusercontent\.com$")
 
 

@@ -121,11 +121,13 @@ _metadata_lock = threading.Lock()
 class GoogleIdentity:
     """One OAuth client at one authority (https://accounts.google.com, or the test stand-in)."""
 
-    def __init__(self, app: GoogleApp, authority: str, ca_bundle: str | None = None, callback_url: str = "") -> None:
+    def __init__(self, app: GoogleApp, authority: str, ca_bundle: str | None = None, callback_url: str = "",
+                 hosted_domain: str = "") -> None:
         self.app = app
         self.authority = authority.rstrip("/")
         self.ca_bundle = ca_bundle
         self.callback_url = callback_url
+        self.hosted_domain = hosted_domain  # the mailbox's Workspace domain, named in its errors (tokens.py)
 
     @property
     def metadata_url(self) -> str:
@@ -133,7 +135,7 @@ class GoogleIdentity:
 
     def context(self, hosted_domain: str = "") -> GoogleContext:
         return GoogleContext(client_id=self.app.client_id, callback_url=self.callback_url, authority=self.authority,
-                             hosted_domain=hosted_domain)
+                             hosted_domain=hosted_domain or self.hosted_domain)
 
     def _unreachable(self, exc: Exception) -> IdentityError:
         if isinstance(exc, requests.exceptions.SSLError):
@@ -294,6 +296,14 @@ class GoogleIdentity:
             return tokens.access_token, None
         refreshed = self._refresh(tokens, now, hosted_domain)
         return refreshed.access_token, refreshed.to_json()
+
+    def access_token(self, token_json: str, home_account_id: str | None, scopes: list[str], *,
+                     force_refresh: bool = False) -> tuple[str, str | None]:
+        """tokens.refreshed_token's interface (that of MicrosoftIdentity.access_token): Google's only
+        purpose is IMAP/SMTP (`https://mail.google.com/`), and a mailbox's tokens name no home account."""
+        if list(scopes) != [MAIL_SCOPE]:
+            raise GoogleTokenError(Explained(f"A Google mailbox has no token for {' '.join(scopes)}."), reason="scope")
+        return self.mail_token(token_json, force_refresh=force_refresh)
 
     def _refresh(self, tokens: GoogleTokens, now: float, hosted_domain: str) -> GoogleTokens:
         try:

@@ -23,7 +23,7 @@ from flask import Flask
 from joserfc.errors import JoseError
 from sqlalchemy import select
 
-from connector import google_accounts
+from connector import tokens
 from connector.identity.google import GoogleApp, GoogleIdentity, GoogleTokenError, GoogleTokens
 from connector.models import Account
 from tests.google import complete_authorization
@@ -237,40 +237,112 @@ def test_tokens_json_round_trips():
     assert json.loads(tokens.to_json())["refresh_token"] == "1//0r"
 
 
-# -- the worker's side: the account is marked, the new JSON stored --------------------------------------------
+# -- the worker's side (tokens.access_token): the account is marked, the new JSON stored --------------------------
 
 @pytest.fixture
-def stored_account(app, org, ca):
-    """A Google mailbox in the app's database with a real sign-in at the stand-in."""
-    person = org.user("max")
-    tokens = signed_in_tokens(org, ca, person.email)
+def google_app(make_app, google, org):
+    """The app with [google] authority at the stand-in and the Google app saved (checked there)."""
+    from connector import google_registration
+
+    application = make_app(google={"authority": google.url})
+    rt = application.extensions["connector"]
+    with rt.db.session() as session:
+        google_registration.save(session, rt.settings, rt.vault, client_id=org.client_id, client_secret=org.secret,
+                                 by="test")
+        session.commit()
+    return application
+
+
+def _store_account(app, org, person, tokens: GoogleTokens) -> int:
     rt = app.extensions["connector"]
     with rt.db.session() as session:
         account = Account(address=person.email, provider="google", token_owner=person.email,
                           token_subject=person.sub, tenant_id=org.domain,
-                          token_cache_enc=rt.vault.encrypt(replace(tokens, expires_at=0).to_json()))
+                          token_cache_enc=rt.vault.encrypt(tokens.to_json()))
         session.add(account)
         session.commit()
-        return account.id, person
+        return account.id
 
 
-def test_mail_access_token_stores_the_refresh_and_marks_a_dead_grant(app, org, ca, google, stored_account):
-    account_id, person = stored_account
+def _stored_tokens(app, account_id: int) -> GoogleTokens:
     rt = app.extensions["connector"]
-    identity = identity_of(org, ca)
     with rt.db.session() as session:
-        account = session.get(Account, account_id)
-        token = google_accounts.mail_access_token(session, rt.vault, identity, account)
+        return GoogleTokens.from_json(rt.vault.decrypt_text(session.get(Account, account_id).token_cache_enc))
+
+
+def test_access_token_refreshes_stores_and_marks_only_the_dead_mailbox(google_app, org, ca, google):
+    rt = google_app.extensions["connector"]
+    max_, ida = org.user("max"), org.user("ida")
+    max_id = _store_account(google_app, org, max_, replace(signed_in_tokens(org, ca, max_.email), expires_at=0))
+    ida_id = _store_account(google_app, org, ida, replace(signed_in_tokens(org, ca, ida.email), expires_at=0))
     with rt.db.session() as session:
-        account = session.get(Account, account_id)
-        assert GoogleTokens.from_json(rt.vault.decrypt_text(account.token_cache_enc)).access_token == token
-        google.revoke(person.email, org.client_id)
-        with pytest.raises(GoogleTokenError):
-            google_accounts.mail_access_token(session, rt.vault, identity, account, force_refresh=True)
+        token = tokens.access_token(session, rt, session.get(Account, max_id))
+    stored = _stored_tokens(google_app, max_id)
+    assert stored.access_token == token and stored.refreshed_at is not None  # the refresh was saved at once
+    info = requests.get(f"{google.url}/tokeninfo", params={"access_token": token}, verify=str(ca.ca_path)).json()
+    assert info["email"] == max_.email and MAIL in info["scope"].split()
+    with rt.db.session() as session:  # a fresh token is used as it is: no second refresh
+        assert tokens.access_token(session, rt, session.get(Account, max_id)) == token
+
+    google.revoke(max_.email, org.client_id)
     with rt.db.session() as session:
-        account = session.scalar(select(Account).where(Account.id == account_id))
+        with pytest.raises(tokens.TokenUnavailable) as refused:
+            tokens.access_token(session, rt, session.get(Account, max_id), force_refresh=True)
+        assert refused.value.reconnect and refused.value.fix_needed
+        assert tokens.access_token(session, rt, session.get(Account, ida_id))  # the other mailbox works on
+    with rt.db.session() as session:
+        assert session.get(Account, ida_id).status != "needs_reconnect"
+        account = session.get(Account, max_id)
         assert account.status == "needs_reconnect"
         assert account.last_error.startswith("Google no longer accepts the mailbox's sign-in (invalid_grant)")
+
+
+def test_a_testing_app_token_dies_at_7_days_and_the_mailbox_says_why(make_google_org, make_app, google, ca):
+    from connector import google_registration
+
+    org = make_google_org(user_type="external", publishing_status="testing")
+    person = org.user("tess")
+    google.add_test_user(org.client_id, person.email)
+    app = make_app(google={"authority": google.url})
+    rt = app.extensions["connector"]
+    with rt.db.session() as session:
+        google_registration.save(session, rt.settings, rt.vault, client_id=org.client_id, client_secret=org.secret,
+                                 by="test")
+        session.commit()
+    account_id = _store_account(app, org, person, days_ago(replace(signed_in_tokens(org, ca, person.email),
+                                                                   expires_at=0), 7.01))
+    google.age_refresh_tokens(7.01, email=person.email)
+    with rt.db.session() as session:
+        with pytest.raises(tokens.TokenUnavailable) as refused:
+            tokens.access_token(session, rt, session.get(Account, account_id))
+    assert refused.value.reconnect
+    with rt.db.session() as session:
+        account = session.get(Account, account_id)
+        assert account.status == "needs_reconnect"
+        assert "7 days" in account.last_error and "Testing" in account.last_error
+        assert "Publish app" in account.last_error
+
+
+def test_a_google_mailbox_has_no_graph_token(google_app, org, ca):
+    rt = google_app.extensions["connector"]
+    person = org.user("gus")
+    account_id = _store_account(google_app, org, person, signed_in_tokens(org, ca, person.email))
+    with rt.db.session() as session:
+        with pytest.raises(tokens.TokenUnavailable) as refused:
+            tokens.access_token(session, rt, session.get(Account, account_id), "graph")
+    assert "IMAP and SMTP only" in refused.value.message
+
+
+def test_no_google_app_means_no_token_and_no_reconnect(make_app, google, org, ca):
+    app = make_app(google={"authority": google.url})
+    rt = app.extensions["connector"]
+    person = org.user("nora")
+    account_id = _store_account(app, org, person, signed_in_tokens(org, ca, person.email))
+    with rt.db.session() as session:
+        with pytest.raises(tokens.TokenUnavailable) as refused:
+            tokens.access_token(session, rt, session.get(Account, account_id))
+        assert not refused.value.reconnect and "Google app is not registered" in refused.value.message
+        assert session.get(Account, account_id).status != "needs_reconnect"
 
 
 # -- the ID token rules (what authorize_access_token is given) ---------------------------------------------------
