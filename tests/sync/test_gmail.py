@@ -92,6 +92,11 @@ def test_gmail_and_microsoft_mailboxes_receive_and_reply_side_by_side(both_app, 
                                                                        smtp_server):
     g_id, g_address = connect_gmail(both_app, gorg, ca, agent)
     m_id, m_address = connect(both_app, org, ca, agent)
+    from connector import users
+    with both_app.extensions["connector"].db.session() as session:
+        api_token = users.issue_api_token(session, session.get(type(agent), agent.id))
+    listed = both_app.test_client().get("/api/v1/accounts", headers={"Authorization": f"Bearer {api_token}"})
+    assert {r["address"]: r["provider"] for r in listed.get_json()} == {g_address: "google", m_address: "microsoft"}
     customer = f"customer{next(_n)}@example.net"
     gmail_dovecot.deliver(g_address, make_mail(to=g_address, sender=customer, subject="Gmail question",
                                                message_id=f"<gq-{customer}>"))
