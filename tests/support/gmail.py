@@ -55,8 +55,9 @@ class GmailSmtp(SmtpServer):
 
     def _token_valid(self, login: str, token: str) -> SignedIn | bool | None:
         try:
-            response = self._http.get(self.introspection_url, params={"access_token": token},
-                                      verify=str(self.ca.ca_path), timeout=10)
+            # POSTed, so the token is in no URL (urllib3 logs URLs at DEBUG: tests/test_log_secrets_google.py)
+            response = self._http.post(self.introspection_url, data={"access_token": token},
+                                       verify=str(self.ca.ca_path), timeout=10)
         except requests.RequestException:
             return None
         if response.status_code >= 500:
