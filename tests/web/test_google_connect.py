@@ -126,6 +126,7 @@ def test_a_new_mailbox_end_to_end(app, client, agent, registered, ca, google):
     assert google.store.refresh[tokens["refresh_token"]].client is registered.client
     row = re.search(rf'<tr data-address="{re.escape(alice.email)}".*?</tr>', page, re.S).group(0)
     assert "Google</small>" in row and 'data-status="connected"' in row
+    assert '"Delete it" moves the mail to the Trash' in row  # Gmail's folder rules, beside its settings
 
 
 def test_reconnect_goes_to_google_with_the_login_hint_and_replaces_the_token(app, client, agent, registered, ca,
