@@ -1,7 +1,7 @@
 """the Google OAuth client for Gmail and Workspace mailboxes
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0011
 Create Date: 2026-12-03 10:00:00
 
 One row (id 1), like `app_registration` for Microsoft: the client ID and the client secret encrypted
@@ -9,14 +9,14 @@ with the vault. Google mailboxes themselves need no new column: `accounts.provid
 `token_subject` the ID token's `sub`, `tenant_id` its `hd` (the Workspace domain, empty for a
 consumer Gmail account), `token_cache_enc` the encrypted token JSON.
 
-Numbered 0009 because 0008 is taken by work merged alongside; `down_revision` is 0007 until that
-branch meets this one, then it is chained after 0008.
+Numbered 0009 (0008 and 0010 are taken by work merged alongside); it follows main's newest revision,
+0011, so this branch has one head; the chain is set again when those branches meet this one.
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0009'
-down_revision = '0007'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
