@@ -207,3 +207,35 @@ def test_gmails_refusals_are_told_in_words_and_not_retried_with_a_new_token(serv
 def test_a_plain_refused_gmail_sign_in_asks_for_a_fresh_token():
     refusal = login_refusal("desk@example.com", "[AUTHENTICATIONFAILED] Invalid credentials (Failure)")
     assert refusal.auth_failed and "Reconnect the mailbox" in str(refusal)
+
+
+def test_imap_switched_off_in_gmail_is_an_error_in_words_retried_later(both_app, gorg, ca, agent, gmail_dovecot):
+    """Gmail's own answer when IMAP is off (the Dovecot stand-in cannot say it): its alert is put on the real
+    connection's login, and the worker's path does the rest."""
+    from imapclient.exceptions import LoginError
+
+    from connector.mail.gmail import GmailMailbox
+
+    class ImapOff(GmailMailbox):
+        def login(self, user: str, token: str) -> None:
+            def refuse(*_args, **_kwargs):
+                raise LoginError("[ALERT] Your account is not enabled for IMAP use. Please visit your Gmail "
+                                 "settings page and enable your account for IMAP access. (Failure)")
+            self.client.oauth2_login = refuse
+            super().login(user, token)
+
+    g_id, g_address = connect_gmail(both_app, gorg, ca, agent)
+    rt = both_app.extensions["connector"]
+    rt.servers.gmail_factory = ImapOff
+    gmail_dovecot.deliver(g_address, make_mail(to=g_address, subject="Waiting for IMAP"))
+    sync(both_app, g_address)
+    with rt.db.session() as session:
+        account = session.get(Account, g_id)
+        assert account.status == "error" and "Forwarding and POP/IMAP" in account.last_error
+        assert "Enable IMAP" in account.last_error
+        assert account.next_attempt_at > utcnow() + timedelta(minutes=14)
+    rt.servers.gmail_factory = GmailMailbox  # switched on again: the next pass reads the mail
+    sync(both_app, g_address)
+    with rt.db.session() as session:
+        assert session.get(Account, g_id).status == "connected"
+    assert [t.subject for t in tickets(both_app, g_id)] == ["Waiting for IMAP"]
