@@ -9,7 +9,7 @@ with the vault. Google mailboxes themselves need no new column: `accounts.provid
 `token_subject` the ID token's `sub`, `tenant_id` its `hd` (the Workspace domain, empty for a
 consumer Gmail account), `token_cache_enc` the encrypted token JSON.
 
-Numbered 0009 (0008 and 0010 are taken by work merged alongside); it follows main's newest revision,
+Numbered 0009 (0010 is taken by work merged alongside); it follows main's newest revision,
 0011, so this branch has one head; the chain is set again when those branches meet this one.
 """
 import sqlalchemy as sa
