@@ -96,6 +96,19 @@ class AppRegistration(Base):
     updated_by: Mapped[Optional[str]] = mapped_column(String(320))
 
 
+class GoogleAppRegistration(Base):
+    """The one Google OAuth client ("Web application") that Gmail and Workspace mailboxes connect through
+    (a single row, id 1)."""
+    __tablename__ = "google_app_registration"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret_enc: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+    secret_set_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    verified_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[Optional[str]] = mapped_column(String(320))
+
+
 class Account(Base):
     """A connected mailbox: where its mail comes from and the tokens to reach it."""
     __tablename__ = "accounts"

@@ -1,5 +1,6 @@
 """One seam where the network is swapped: `MailServers` opens a mailbox for the sync and a submitter for
-the outbox, signed in with a token from tokens.py, over the transport the account records.
+the outbox, signed in with a token from tokens.py, over the transport the account records. A Google
+mailbox is reached at [google] imap_host/smtp_host with Gmail's folder rules (mail/gmail.py).
 
 The worker and the one-shot commands reach every mail server through `rt.servers`; a test puts a fake
 there (tests/support/fake_mail.py) to run lease and backoff tests without Dovecot.
@@ -20,21 +21,24 @@ log = logging.getLogger(__name__)
 
 
 class MailServers:
-    def __init__(self, rt, imap_factory=None) -> None:
+    def __init__(self, rt, imap_factory=None, gmail_factory=None) -> None:
+        from ..mail.gmail import GmailMailbox
         from ..mail.imap import ImapMailbox
 
         self.rt = rt
         self.imap_factory = imap_factory or ImapMailbox  # a test may probe the IMAP calls with a subclass
+        self.gmail_factory = gmail_factory or GmailMailbox
 
     def open_mailbox(self, session: Session, account: Account) -> Mailbox:
         """Signed in and ready; if the server refuses a cached token, it is refreshed once. Raises MailboxError."""
         self._check_transport(account)
-        ms = self.rt.settings.microsoft
+        servers = self._servers(account)
+        factory = self.gmail_factory if account.provider == "google" else self.imap_factory
         for force_refresh in (False, True):
             token = self._token(session, account, force_refresh)
             mailbox = None
             try:
-                mailbox = ImapTransport(ms.imap_host, ms.imap_port, self.rt.settings.ca_bundle, self.imap_factory)
+                mailbox = ImapTransport(servers.imap_host, servers.imap_port, self.rt.settings.ca_bundle, factory)
                 mailbox.idle_enabled = self.rt.settings.worker.idle
                 mailbox.login(account.address, token)
             except MailboxError as exc:
@@ -57,8 +61,8 @@ class MailServers:
             token = tokens.access_token(session, self.rt, account)
         except tokens.TokenUnavailable as exc:
             raise SendFailure(exc.message, exc.fix_needed, auth=True) from None
-        ms = self.rt.settings.microsoft
-        submitter = SmtpSubmitter(ms.smtp_host, ms.smtp_port, self.rt.settings.ca_bundle)
+        servers = self._servers(account)
+        submitter = SmtpSubmitter(servers.smtp_host, servers.smtp_port, self.rt.settings.ca_bundle)
         try:
             submitter.connect(account.address, token)
         except SendFailure:
@@ -71,6 +75,10 @@ class MailServers:
             return tokens.access_token(session, self.rt, account, force_refresh=force_refresh)
         except tokens.TokenUnavailable as exc:
             raise MailboxError(exc.message, reconnect=exc.reconnect, retry_after=exc.retry_after) from None
+
+    def _servers(self, account: Account):
+        """The [microsoft] or [google] settings with the account's imap_host/port and smtp_host/port."""
+        return self.rt.settings.google if account.provider == "google" else self.rt.settings.microsoft
 
     @staticmethod
     def _check_transport(account: Account) -> None:

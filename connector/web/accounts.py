@@ -1,4 +1,5 @@
 """Mailboxes: the list, connecting through Microsoft, reconnecting, disconnecting, members, settings.
+Google's connect and callback are in google_connect.py; Reconnect sends a Google mailbox there.
 
 Who may do what (see accounts.py): every signed-in user may start a connect; the mailbox's owner and
 admins change settings, reconnect, disconnect and manage members (others who see it get 403, those who
@@ -22,11 +23,12 @@ from wtforms import EmailField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
-from .. import accounts, delegation, registration, users
+from .. import accounts, delegation, google_registration, registration, users
 from ..crypto import DecryptionError
 from ..identity.errors import Explained, explain
 from ..identity.microsoft import STATE_MISMATCH, IdentityError
 from ..models import POST_IMPORT_ACTIONS, AccountMember, User
+from . import google_connect
 from .context import db, runtime
 from .security import CSP
 
@@ -58,26 +60,41 @@ OTHER_USER = ("This sign-in was started by another user of this browser, so it w
               "Microsoft 365\" again.")
 
 
-def connect_csp(authority_host: str) -> str:
-    """The app's CSP with the authority's origin added to form-action, and only that origin.
+def _https_origin(authority: str) -> str | None:
+    parts = urlsplit(authority)
+    if parts.scheme != "https" or not _HOST.match(parts.netloc or ""):
+        return None  # msal and authlib only talk to https authorities; nothing else is let through
+    return f"https://{parts.netloc}"
+
+
+def connect_csp(authority_host: str, *more_authorities: str) -> str:
+    """The app's CSP with the authorities' origins added to form-action, and only those origins.
 
     A connect form's response redirects to the authority, and Chromium applies form-action to the
     redirect too; without the origin the button would do nothing. Set by the views that render a
     connect form (the app-wide header is only a default, so a view's own CSP wins).
     """
-    parts = urlsplit(authority_host)
-    if parts.scheme != "https" or not _HOST.match(parts.netloc or ""):
-        return CSP  # msal only talks to https authorities; nothing else is let through
-    origin = f"https://{parts.netloc}"
+    origins = []
+    for authority in (authority_host, *more_authorities):
+        origin = _https_origin(authority)
+        if origin is not None and origin not in origins:
+            origins.append(origin)
+    if not origins:
+        return CSP
+    allowed = " ".join(origins)
     directives = [d.strip() for d in CSP.split(";") if d.strip()]
-    changed = [f"{d} {origin}" if d.split()[0] == "form-action" else d for d in directives]
+    changed = [f"{d} {allowed}" if d.split()[0] == "form-action" else d for d in directives]
     if not any(d.split()[0] == "form-action" for d in directives):
-        changed.append(f"form-action 'self' {origin}")
+        changed.append(f"form-action 'self' {allowed}")
     return "; ".join(changed)
 
 
-def _with_connect_csp(response):
-    response.headers["Content-Security-Policy"] = connect_csp(runtime().settings.microsoft.authority_host)
+def _with_connect_csp(response, google: bool = False):
+    """`google`: the page has the "Connect Google" form (or a Google mailbox's Reconnect), so Google's
+    authority is allowed too; otherwise only Microsoft's."""
+    settings = runtime().settings
+    extra = (settings.google.authority,) if google else ()
+    response.headers["Content-Security-Policy"] = connect_csp(settings.microsoft.authority_host, *extra)
     return response
 
 
@@ -113,11 +130,15 @@ def index():
         rows = session.scalars(select(AccountMember).where(AccountMember.account_id.in_(manageable)))
         for row in rows:
             members.setdefault(row.account_id, []).append(row.user)
+    google_app = google_registration.view(session, rt.settings)
+    google_registered = google_app is not None and google_app.secret_set
     page = render_template("accounts/index.html", mailboxes=mailboxes, members=members, owners=owners,
                            manageable=manageable, registered=current is not None and current.secret_set,
+                           google_registered=google_registered,
                            member_form=MemberForm(), settings_forms={
                                a.id: SettingsForm(obj=a, prefix=f"a{a.id}") for a in mailboxes if a.id in manageable})
-    return _with_connect_csp(make_response(page))
+    google_reconnect = any(a.provider == "google" for a in mailboxes if a.id in manageable)
+    return _with_connect_csp(make_response(page), google=google_registered or google_reconnect)
 
 
 @bp.post("/accounts/connect/microsoft")
@@ -136,6 +157,8 @@ def connect():
 @login_required
 def reconnect(account_id: int):
     account = _managed_account(account_id)
+    if account.provider == google_connect.PROVIDER:
+        return google_connect.start_flow(account)
     shared = account.address if accounts.is_shared(account) else None
     return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id)
 
@@ -267,9 +290,15 @@ def _managed_account(account_id: int):
 @login_required
 def disconnect(account_id: int):
     account = _managed_account(account_id)
+    revoked, not_revoked = False, None
+    if account.provider == google_connect.PROVIDER:  # Google's grant ends too (Microsoft's has no revocation)
+        revoked, not_revoked = google_connect.revoke_at_google(account)
     accounts.disconnect(db(), account, current_user)
     db().commit()
-    flash(f"{account.address} is disconnected: its tokens are deleted, its tickets stay.", "info")
+    at_google = " and its access at Google is revoked" if revoked else ""
+    flash(f"{account.address} is disconnected: its tokens are deleted{at_google}, its tickets stay.", "info")
+    if not_revoked:
+        flash(not_revoked, "error")
     return redirect(url_for(".index"))
 
 
@@ -331,3 +360,4 @@ def settings(account_id: int):
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    google_connect.init_app(app)
