@@ -1,0 +1,52 @@
+"""The Graph transport against the Graph stand-in (tests/graph) over HTTPS, with real tokens from the
+test IdP through msal: fixtures for people, mailboxes and clients."""
+from __future__ import annotations
+
+import pytest
+
+from connector.mail.graph import GraphMailbox
+from tests.support.graph import MAIL_SCOPES, SHARED_SCOPES, graph, graph_org, webhook  # noqa: F401
+
+
+@pytest.fixture
+def alice(graph_org) -> str:
+    return graph_org.add_user("alice", "Alice Example")
+
+
+@pytest.fixture
+def bob(graph_org) -> str:
+    return graph_org.add_user("bob", "Bob Example")
+
+
+@pytest.fixture
+def alice_token(graph_org, alice):
+    return graph_org.token_source(alice, MAIL_SCOPES)
+
+
+@pytest.fixture
+def open_mailbox(graph, graph_org):
+    """open_mailbox(address, token, **options) -> GraphMailbox at the stand-in; closed after the test."""
+    opened: list[GraphMailbox] = []
+
+    def make(address: str, token, **options) -> GraphMailbox:
+        options.setdefault("backoff", 0.01)
+        mailbox = GraphMailbox(address, token, graph_host=graph.url, ca_bundle=str(graph_org.ca_path), **options)
+        opened.append(mailbox)
+        return mailbox
+    yield make
+    for mailbox in opened:
+        mailbox.close()
+
+
+@pytest.fixture
+def mailbox(open_mailbox, alice, alice_token) -> GraphMailbox:
+    return open_mailbox(alice, alice_token)
+
+
+@pytest.fixture
+def shared_setup(graph, graph_org):
+    """(delegate, shared address, token with the .Shared scopes); no Full Access or Send As yet."""
+    delegate = graph_org.add_user("agent", "Agent Smith")
+    shared = f"support@{graph_org.domain}"
+    graph.mailbox(shared, "Support")
+    return delegate, shared, graph_org.token_source(delegate, SHARED_SCOPES)
