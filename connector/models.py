@@ -148,6 +148,25 @@ class AccountMember(Base):
     user: Mapped[User] = relationship()
 
 
+class GraphSubscription(Base):
+    """A mailbox's Microsoft Graph change-notification subscription (transport "graph"), and what its
+    notifications left for the worker: `news_at` (new mail to read) and a pending `lifecycle_event`.
+    The clientState secret is kept only as its SHA-256 (connector/mail/graph/notify_store.py)."""
+    __tablename__ = "graph_subscriptions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
+    subscription_id: Mapped[Optional[str]] = mapped_column(String(128), unique=True)  # None: none active
+    resource: Mapped[str] = mapped_column(String(512), default="")
+    client_state_hash: Mapped[str] = mapped_column(String(64), default="")
+    expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    renewed_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    news_at: Mapped[Optional[datetime]] = mapped_column(DateTime, index=True)
+    lifecycle_event: Mapped[Optional[str]] = mapped_column(String(40))
+    next_attempt_at: Mapped[Optional[datetime]] = mapped_column(DateTime)  # after a failed create
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+
+
 class Blob(Base):
     """Content-addressed bytes: raw mails, attachments. Stored once whatever refers to them.
 

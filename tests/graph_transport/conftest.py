@@ -50,3 +50,43 @@ def shared_setup(graph, graph_org):
     shared = f"support@{graph_org.domain}"
     graph.mailbox(shared, "Support")
     return delegate, shared, graph_org.token_source(delegate, SHARED_SCOPES)
+
+
+@pytest.fixture
+def hooks_app(make_app, ca):
+    """The app served over HTTPS (the test CA) on 127.0.0.1, so the stand-in can call its hooks."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.support.net import free_port
+
+    port = free_port()
+    app = make_app(app={"base_url": f"https://127.0.0.1:{port}"})
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    server.socket = ca.server_context("connector").wrap_socket(server.socket, server_side=True,
+                                                                do_handshake_on_connect=False)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    app.config["BASE_URL"] = f"https://127.0.0.1:{port}"
+    yield app
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def add_account(rt_of):
+    def add(app, address: str) -> int:
+        from connector.models import Account
+        with rt_of(app).db.session() as session:
+            account = Account(address=address, transport="graph")
+            session.add(account)
+            session.flush()
+            return account.id
+    return add
+
+
+@pytest.fixture
+def rt_of():
+    return lambda app: app.extensions["connector"]

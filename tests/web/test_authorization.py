@@ -133,6 +133,12 @@ EXPECTED: dict[tuple[str, str], dict[str, Outcome]] = {
     ("/api/v1/tickets", "GET"): api(HIDDEN, SEES, SEES, SEES),
     ("/api/v1/tickets/<int:ticket_id>", "GET"): api(404, 200, 200, 200),
     ("/api/v1/tickets/<int:ticket_id>/reply", "POST"): api(404, 202, 202, 202),
+    # Microsoft Graph's change and lifecycle notifications: Microsoft calls them without signing in, so they
+    # are anonymous by design and no session or token changes anything. What authorizes a notification is
+    # the clientState secret of its subscription; the one tried here has a wrong secret and gets the same
+    # 202 as a valid one, recording nothing (tests/graph_transport/test_hooks.py tests the secret).
+    ("/hooks/graph/notifications", "POST"): everyone(202),
+    ("/hooks/graph/lifecycle", "POST"): everyone(202),
 }
 
 # Rules the code does not meet yet because work under way elsewhere changes them: (rule, method, role) ->
@@ -184,6 +190,9 @@ def call(world: World, role: str, rule: str, method: str, org):
         return client.get(url)
     if rule.startswith("/api/"):
         return client.post(url, json={"body_text": "Our answer over the API."})
+    if rule.startswith("/hooks/graph/"):  # what Microsoft posts, with a clientState nobody issued
+        return client.post(url, json={"value": [{"subscriptionId": f"sub-of-{role}", "clientState": "guess",
+                                                 "changeType": "created", "lifecycleEvent": "missed"}]})
     return client.post(url, data=form_data(world, rule, role, org) | {"csrf_token": client.csrf})
 
 

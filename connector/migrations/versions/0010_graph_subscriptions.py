@@ -1,0 +1,44 @@
+"""Microsoft Graph change-notification subscriptions per mailbox, and the news their notifications leave
+
+Revision ID: 0010
+Revises: 0006
+Create Date: 2026-12-03 10:00:00
+
+Numbered 0010 so that revisions 0007-0009 of work merged meanwhile keep their numbers: at the merge,
+`down_revision` becomes the head of main then (the table depends only on `accounts`).
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0010'
+down_revision = '0006'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('graph_subscriptions',
+                    sa.Column('id', sa.Integer(), nullable=False),
+                    sa.Column('account_id', sa.Integer(), nullable=False),
+                    sa.Column('subscription_id', sa.String(length=128), nullable=True),
+                    sa.Column('resource', sa.String(length=512), nullable=False),
+                    sa.Column('client_state_hash', sa.String(length=64), nullable=False),
+                    sa.Column('expires_at', sa.DateTime(), nullable=True),
+                    sa.Column('created_at', sa.DateTime(), nullable=False),
+                    sa.Column('renewed_at', sa.DateTime(), nullable=True),
+                    sa.Column('news_at', sa.DateTime(), nullable=True),
+                    sa.Column('lifecycle_event', sa.String(length=40), nullable=True),
+                    sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
+                    sa.Column('last_error', sa.Text(), nullable=True),
+                    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
+                    sa.PrimaryKeyConstraint('id'),
+                    sa.UniqueConstraint('account_id'),
+                    sa.UniqueConstraint('subscription_id'))
+    with op.batch_alter_table('graph_subscriptions') as batch:
+        batch.create_index(batch.f('ix_graph_subscriptions_news_at'), ['news_at'], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('graph_subscriptions') as batch:
+        batch.drop_index(batch.f('ix_graph_subscriptions_news_at'))
+    op.drop_table('graph_subscriptions')
