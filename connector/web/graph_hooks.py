@@ -43,14 +43,15 @@ def _receive(lifecycle: bool) -> Response:
         if len(token) > MAX_VALIDATION_TOKEN:
             return _plain("validationToken is too long", 400)
         return _plain(token, 200)
-    if request.content_length is None:
-        return _plain("a Content-Length is required", 411)
-    if request.content_length > MAX_BODY:
+    if request.content_length is not None and request.content_length > MAX_BODY:
         return _plain("too large", 413)
     if request.mimetype != "application/json":
         return _plain("JSON only", 415)
+    data = request.stream.read(MAX_BODY + 1)  # bounded even without a Content-Length (chunked)
+    if len(data) > MAX_BODY:
+        return _plain("too large", 413)
     try:
-        body = json.loads(request.get_data(cache=False))
+        body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return _plain("not JSON", 400)
     items = body.get("value") if isinstance(body, dict) else None

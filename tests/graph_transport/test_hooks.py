@@ -2,6 +2,7 @@
 may change (only with its subscription's secret)."""
 from __future__ import annotations
 
+import io
 from urllib.parse import quote
 
 import pytest
@@ -51,6 +52,15 @@ def test_bounds(client, path) -> None:
     big = b'{"value": [' + b'{"subscriptionId": "x"},' * 60000 + b'{}]}'
     assert client.post(path, data=big, content_type="application/json").status_code == 413
     assert client.get(path).status_code == 405
+
+
+@pytest.mark.parametrize("path", HOOKS)
+def test_a_body_without_content_length_is_bounded_too(client, path) -> None:
+    def chunked(data: bytes):
+        return client.post(path, input_stream=io.BytesIO(data), content_type="application/json",
+                           headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+    assert chunked(b'{"value": []}').status_code == 202
+    assert chunked(b'{"value": [' + b'{"subscriptionId": "x"},' * 60000 + b'{}]}').status_code == 413
 
 
 def test_a_notification_with_its_secret_marks_news_and_wakes_the_worker(app, client, subscribed) -> None:

@@ -122,7 +122,7 @@ def test_too_large_for_sendmail_is_refused_before_sending(graph, mailbox, alice)
         mailbox.send_mime(big)
     assert refused.value.permanent and refused.value.code == "RequestEntityTooLarge"
     assert "at most 4 MB per request" in refused.value.message and "IMAP and SMTP" in refused.value.message
-    assert send_requests(graph, alice) == [] and graph.sent(alice) == []
+    assert send_requests(graph, None) == [] and graph.sent(alice) == []  # not even tried
     fits = make_mail(to="x@example.org", sender=alice, body="y" * 2_900_000)
     mailbox.send_mime(fits)
     assert graph.sent(alice) == [fits]

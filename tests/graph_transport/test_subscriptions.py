@@ -108,7 +108,7 @@ def test_a_wrong_client_state_is_ignored(graph, push, mailbox, alice, caplog) ->
         assert answer.status_code == 202  # the same answer as a good one: a stranger learns nothing
     assert not has_news(rt, account_id)
     warnings = [r.getMessage() for r in caplog.records if "clientState did not match" in r.getMessage()]
-    assert len(warnings) == 5 and sub.sub_id in warnings[0]
+    assert len(warnings) == 5 and sub.sub_id in warnings[0]  # one line per request
     assert not any(sub.client_state[:20] in r.getMessage() or "forged" in r.getMessage() for r in caplog.records)
     good = {"value": [{"subscriptionId": sub.sub_id, "clientState": sub.client_state, "changeType": "created"}]}
     assert requests.post(url, json=good, verify=str(graph.ca.ca_path), timeout=10).status_code == 202

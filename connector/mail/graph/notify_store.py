@@ -96,11 +96,15 @@ def record(session: Session, items: Iterable[Any], lifecycle: bool, now: datetim
             events[row.id] = _stronger(events.get(row.id), event)
         else:
             news.add(row.id)
-    for sub_id, count in refused.items():
-        known = sub_id in rows
-        log.warning("ignored %d Graph notification(s) for %s subscription %s: %s", count,
-                    "our" if known else "an unknown", sub_id[:64],
-                    "the clientState did not match" if known else "no mailbox has it")
+    if refused:  # one line per request, whatever a stranger sends
+        wrong = sorted(i for i in refused if i in rows)
+        unknown = sorted(i for i in refused if i not in rows)
+        if wrong:
+            log.warning("ignored %d Graph notification(s) for subscription(s) %s: the clientState did not match",
+                        sum(refused[i] for i in wrong), ", ".join(repr(i[:64]) for i in wrong[:3]))
+        if unknown:
+            log.info("ignored %d Graph notification(s) for %d subscription(s) no mailbox has, such as %r",
+                     sum(refused[i] for i in unknown), len(unknown), unknown[0][:64])
     if news:
         session.execute(update(GraphSubscription).where(GraphSubscription.id.in_(news),
                                                         GraphSubscription.news_at.is_(None)).values(news_at=now))
