@@ -347,12 +347,12 @@ class BenchEnv:
 
     def access_token(self, account_id: int) -> str:
         """The mailbox's IMAP/SMTP access token, as the worker would get it (from its own cache)."""
-        from connector import accounts
+        from connector import tokens
         from connector.models import Account
 
         with self.rt.db.session() as session:
             account = session.get(Account, account_id)
-            return accounts.mail_access_token(session, self.rt.vault, self.rt.identity(session), account)
+            return tokens.access_token(session, self.rt, account)
 
     def user_token(self, email: str) -> str:
         """An IMAP/SMTP token for an IdP user who is not a connected mailbox (a customer submitting mail)."""

@@ -1,4 +1,4 @@
-"""Connected mailboxes: who sees and who manages them, connecting and reconnecting, tokens for the workers.
+"""Connected mailboxes: who sees and who manages them, connecting and reconnecting (their tokens: tokens.py).
 
 Rights: admins manage every mailbox; the user who connected a mailbox owns it (`connected_by_id`:
 settings, reconnect, disconnect, members); members read and answer its tickets.
@@ -12,9 +12,8 @@ from typing import Literal
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from .crypto import DecryptionError, Vault
-from .identity.errors import Explained
-from .identity.microsoft import Connected, IdentityError, MicrosoftIdentity
+from .crypto import Vault
+from .identity.microsoft import Connected
 from .models import Account, AccountMember, User, utcnow
 from .users import EMAIL_RE, normalise_email
 
@@ -186,37 +185,3 @@ def disconnect(session: Session, account: Account, by: User) -> None:
 def mark_needs_reconnect(account: Account, reason: str) -> None:
     account.status = "needs_reconnect"
     account.last_error = reason
-
-
-def mail_access_token(session: Session, vault: Vault, identity: MicrosoftIdentity, account: Account, *,
-                      force_refresh: bool = False) -> str:
-    """An IMAP/SMTP access token for the mailbox; a rotated refresh token is committed at once.
-
-    `force_refresh` skips the cached access token: for when the server refused it before its expiry
-    (revoked, or continuous access evaluation).
-
-    Raises IdentityError; when the grant is gone, the account is already marked "needs reconnect".
-    """
-    if account.token_cache_enc is None:
-        raise _no_sign_in()
-    try:
-        cache = vault.decrypt_text(account.token_cache_enc)
-    except DecryptionError as exc:
-        mark_needs_reconnect(account, str(exc))
-        session.commit()
-        raise _no_sign_in(str(exc)) from None
-    try:
-        token, new_cache = identity.mail_token(cache, account.home_account_id, force_refresh=force_refresh)
-    except IdentityError as exc:
-        if exc.needs_reconnect:
-            mark_needs_reconnect(account, exc.explained.message)
-            session.commit()
-        raise
-    if new_cache is not None:
-        account.token_cache_enc = vault.encrypt(new_cache)
-        session.commit()  # a rotated refresh token must never be lost
-    return token
-
-
-def _no_sign_in(message: str = "The mailbox has no stored sign-in: reconnect it.") -> IdentityError:
-    return IdentityError(Explained(message, None, True))

@@ -15,7 +15,7 @@ imported is deleted again; one left by a crash before its commit is unreferenced
 
 PostgreSQL keeps every byte in the database (`blobs.data`, lz4-compressed: revision 0006): it takes
 concurrent writers, and several worker machines share it, which they could not do with a local folder.
-`BlobFiles.for_bind` gives no folder for it, and `tickets.store_blobs` refuses pack references there.
+`BlobFiles.for_bind` gives no folder for it, and `bulk_insert.store_blobs` refuses pack references there.
 """
 from __future__ import annotations
 

@@ -68,6 +68,8 @@ class WorkerSettings:
     idle: bool = True
     idle_timeout_seconds: int = 1500  # re-issue IDLE well before the 30 min server timeout
     lease_seconds: int = 120
+    sending_lease_seconds: int = 300  # a reply a crashed worker left "sending" is looked up in the sent folder after this
+    sync_threads: int = 8  # mailboxes synced at once by one worker; the others wait in IDLE, watched by one thread
 
 
 @dataclass

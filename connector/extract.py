@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from sqlalchemy import bindparam, case, select, true, update
 from sqlalchemy.orm import Session
 
-from . import parse_pool, tickets
+from . import bulk_insert, parse_pool
 from .blobs import BlobFiles
 from .db import Database
 from .mail.parse import ParsedMail
@@ -82,7 +82,7 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
             texts.append(dict(article=article_id, text=parsed.body_text, html=parsed.body_html,
                               note="\n".join(parsed.notes)))
             attachment_rows.extend(dict(row, article_id=article_id)
-                                   for row in tickets.attachment_values(parsed.attachments, blobs))
+                                   for row in bulk_insert.attachment_values(parsed.attachments, blobs))
         else:
             if parsed is None:
                 note = "the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
@@ -97,8 +97,8 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
         conn.execute(update(Article).where(Article.id == bindparam("article"))
                      .values(body_text=bindparam("text"), body_html=bindparam("html"), notes=bindparam("note")),
                      texts)
-    tickets.store_blobs(conn, blobs)
-    tickets.insert_rows(conn, Attachment, attachment_rows)
+    bulk_insert.store_blobs(conn, blobs)
+    bulk_insert.insert_rows(conn, Attachment, attachment_rows)
     return len(claimed)
 
 

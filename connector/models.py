@@ -126,9 +126,14 @@ class Account(Base):
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     sync_total: Mapped[int] = mapped_column(Integer, default=0)  # messages in the folder at the last pass
     sync_done: Mapped[int] = mapped_column(Integer, default=0)  # of which imported
-    # scheduling across workers
+    # Where the transport's incremental sync stands when UIDVALIDITY + UID do not say it: Microsoft Graph's
+    # delta link (transport "graph"); unused over IMAP.
+    sync_cursor: Mapped[Optional[str]] = mapped_column(Text)
+    # scheduling across workers (worker/leases.py): the lease holder, until when, and a fencing token that
+    # every new claim raises, so a worker whose lease was taken over cannot commit (sync/fence.py)
     lease_owner: Mapped[Optional[str]] = mapped_column(String(120))
     lease_expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
 
@@ -261,12 +266,16 @@ class Attachment(Base):
 
 
 class ImportFailure(Base):
-    """A message that failed to import; after three tries it is quarantined and the sync moves on."""
+    """A message that failed to import; after three tries it is quarantined and the sync moves on.
+
+    Over IMAP a message is (uidvalidity, uid); a transport whose message ids are strings (Microsoft
+    Graph) leaves those empty and keys its failures by `message_key`."""
     __tablename__ = "import_failures"
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    uidvalidity: Mapped[int] = mapped_column(BigInteger)
-    uid: Mapped[int] = mapped_column(BigInteger)
+    uidvalidity: Mapped[Optional[int]] = mapped_column(BigInteger)
+    uid: Mapped[Optional[int]] = mapped_column(BigInteger)
+    message_key: Mapped[Optional[str]] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     quarantined: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -274,7 +283,8 @@ class ImportFailure(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("account_id", "uidvalidity", "uid", name="uq_import_failures_uid"),)
+    __table_args__ = (UniqueConstraint("account_id", "uidvalidity", "uid", name="uq_import_failures_uid"),
+                      UniqueConstraint("account_id", "message_key", name="uq_import_failures_key"))
 
 
 class OutboxItem(Base):
@@ -293,6 +303,7 @@ class OutboxItem(Base):
     server_reply: Mapped[Optional[str]] = mapped_column(Text)
     lease_owner: Mapped[Optional[str]] = mapped_column(String(120))
     lease_expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))  # as accounts'
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
 
@@ -302,3 +313,16 @@ class OutboxItem(Base):
         CheckConstraint(f"state IN {DELIVERY_STATES}", name="ck_outbox_state"),
         Index("ix_outbox_due", "state", "next_attempt_at"),
     )
+
+
+class WorkerProcess(Base):
+    """A live worker: it beats every few seconds and removes its row when it stops (worker/registry.py).
+    Mailboxes are spread over the workers whose beat is recent (worker/leases.py)."""
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)  # host:pid:name, as in accounts.lease_owner
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    mailboxes: Mapped[int] = mapped_column(Integer, default=0)  # held at the last beat
+    stopping: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -117,6 +117,14 @@ class Runtime:
     # set by the web app when it has new work for an in-process worker (a reply queued, a mailbox connected)
     wakeup: threading.Event = field(default_factory=threading.Event)
     worker: Any = None  # the in-process Worker, when there is one
+    # the mail servers (transport/__init__.py): the one seam where the network is swapped; tests put a fake here
+    servers: Any = None
+
+    def __post_init__(self) -> None:
+        if self.servers is None:
+            from .transport import MailServers
+
+            self.servers = MailServers(self)
 
     @classmethod
     def create(cls, overrides: Mapping[str, Mapping[str, Any]] | None = None, config_path: str | None = None) -> "Runtime":

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import create_engine
 
-from connector import tickets
 from connector.blobs import BlobFiles, Packed, read_blob
+from connector import bulk_insert
 
 
 def test_a_pack_gives_back_each_blob_byte_for_byte(tmp_path):
@@ -101,7 +101,7 @@ def test_read_blob_takes_the_bytes_from_the_table_or_the_pack(rt, caplog):
     with rt.db.session() as session:
         conn = session.connection()
         in_table = hashlib.sha256(b"raw mail in the table").hexdigest()
-        tickets.store_blobs(conn, {in_table: b"raw mail in the table"}, {where.sha256: where})
+        bulk_insert.store_blobs(conn, {in_table: b"raw mail in the table"}, {where.sha256: where})
     with rt.db.session() as session:
         assert read_blob(session, in_table) == b"raw mail in the table"
         assert read_blob(session, where.sha256) == b"raw mail in a pack"
@@ -119,8 +119,8 @@ def test_a_blob_stored_twice_keeps_its_first_place(rt):
     (first,) = files.write_pack([b"same bytes"])
     (second,) = files.write_pack([b"same bytes"])
     with rt.db.session() as session:
-        tickets.store_blobs(session.connection(), {}, {first.sha256: first})
-        tickets.store_blobs(session.connection(), {}, {second.sha256: Packed(second.sha256, second.size,
+        bulk_insert.store_blobs(session.connection(), {}, {first.sha256: first})
+        bulk_insert.store_blobs(session.connection(), {}, {second.sha256: Packed(second.sha256, second.size,
                                                                              second.pack, second.offset)})
     from connector.models import Blob
 
@@ -135,12 +135,12 @@ def test_postgresql_keeps_every_byte_in_the_table_and_refuses_packs(rt):
     assert BlobFiles.for_bind(rt.db.engine) is None
     data = {hashlib.sha256(raw).hexdigest(): raw for raw in (b"\x00raw mail\r\n\xff" * 1000, b"", b"x")}
     with rt.db.session() as session:
-        tickets.store_blobs(session.connection(), data)
+        bulk_insert.store_blobs(session.connection(), data)
     with rt.db.session() as session:
         for digest, raw in data.items():
             assert read_blob(session, digest) == raw
         with pytest.raises(ValueError, match="pack files are for the embedded SQLite database only"):
-            tickets.store_blobs(session.connection(), {}, {"ab" * 32: Packed("ab" * 32, 1, "p", 0)})
+            bulk_insert.store_blobs(session.connection(), {}, {"ab" * 32: Packed("ab" * 32, 1, "p", 0)})
 
 
 @pytest.mark.backends("postgresql", reason="a PostgreSQL storage setting")
@@ -151,7 +151,7 @@ def test_raw_mail_is_stored_compressed_with_lz4_on_postgresql(rt):
     raw = b"Subject: compressible\r\n\r\n" + b"the same line of text again and again\r\n" * 5000
     digest = hashlib.sha256(raw).hexdigest()
     with rt.db.session() as session:
-        tickets.store_blobs(session.connection(), {digest: raw})
+        bulk_insert.store_blobs(session.connection(), {digest: raw})
     with rt.db.session() as session:
         method, stored = session.execute(text("SELECT pg_column_compression(data), pg_column_size(data) FROM blobs "
                                               "WHERE sha256 = :d"), {"d": digest}).one()
@@ -175,13 +175,13 @@ def test_two_writers_storing_the_same_bytes_both_commit(rt):
         try:
             with rt.db.session() as second:
                 second.execute(text("SET LOCAL lock_timeout = '20s'"))
-                tickets.store_blobs(second.connection(), {digest: data})
+                bulk_insert.store_blobs(second.connection(), {digest: data})
             outcome["second"] = "committed"
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["second"] = repr(exc)
 
     try:
-        tickets.store_blobs(first.connection(), {digest: data})
+        bulk_insert.store_blobs(first.connection(), {digest: data})
         thread = threading.Thread(target=second_writer)
         thread.start()
         thread.join(timeout=1)

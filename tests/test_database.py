@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from connector import tickets
 from connector.mail.parse import parse_headers, parse_message
 from connector.models import Account, Article, Ticket
+from connector.ingest import FetchedMail, ingest
 
 NUL_MAIL = (b"From: Ann <ann@example.net>\r\nTo: desk@x.test\r\nSubject: Broken\x00subject\r\n"
             b"Message-ID: <nul\x00id@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
@@ -19,8 +19,8 @@ def test_text_with_nul_characters_is_stored_and_found_again(rt):
         account = Account(address="desk@x.test")
         session.add(account)
         session.flush()
-        first = tickets.ingest(session, account, NUL_MAIL, parse_message(NUL_MAIL))
-        again = tickets.ingest_batch(session, account, [(NUL_MAIL, parse_headers(NUL_MAIL), 2)])[0]
+        first = ingest(session, account, [FetchedMail(NUL_MAIL, parse_message(NUL_MAIL))])[0]
+        again = ingest(session, account, [FetchedMail(NUL_MAIL, parse_headers(NUL_MAIL), 2)])[0]
     assert first.outcome == "new_ticket" and again.outcome == "duplicate"  # the Message-ID still matches
     nul = "\ufffd"  # on both databases, so that both find the same
     with rt.db.session() as session:
@@ -55,7 +55,7 @@ def test_times_are_kept_as_naive_utc(rt):
         account = Account(address="desk@x.test")
         session.add(account)
         session.flush()
-        tickets.ingest(session, account, raw, parse_message(raw))
+        ingest(session, account, [FetchedMail(raw, parse_message(raw))])[0]
     with rt.db.session() as session:
         article = session.scalar(select(Article))
         assert article.date == datetime(2026, 12, 1, 5, 0) and article.date.tzinfo is None

@@ -7,9 +7,10 @@ from email.message import EmailMessage
 
 from sqlalchemy import func, select
 
-from connector import extract, parse_pool, tickets
+from connector import extract, parse_pool
 from connector.mail.parse import parse_headers, parse_message
 from connector.models import Account, Article, Attachment
+from connector.ingest import FetchedMail, ingest
 from tests.support.mail import make_mail
 
 MAX = 36 * 1024 * 1024
@@ -31,7 +32,7 @@ def _import_headers_only(rt, raws: list[bytes], address: str = "support@example.
         account = Account(address=address)
         session.add(account)
         session.flush()
-        tickets.ingest_batch(session, account, [(raw, parse_headers(raw), i + 1) for i, raw in enumerate(raws)])
+        ingest(session, account, [FetchedMail(raw, parse_headers(raw), i + 1) for i, raw in enumerate(raws)])
         return account.id
 
 

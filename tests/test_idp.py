@@ -91,7 +91,7 @@ def world(idp: IdentityProvider, ca: TestCA, request: pytest.FixtureRequest) -> 
     user = idp.add_user(tenant, f"alice@{domain}", password="pw", name="Alice Example")
     yield World(idp, ca, tenant, app, user)
     idp.access_token_lifetime = 3600
-    idp.strict_rotation = False
+    idp.strict_rotation = True
 
 
 def claims(token: str) -> dict:
@@ -182,15 +182,22 @@ def test_silent_refresh_rotates_refresh_token(world: World) -> None:
     assert [rt["secret"] for rt in stored.values()] == [second["refresh_token"]]
     assert second["refresh_token"] != first["refresh_token"]
     assert world.idp.token_calls[(world.user.email, "refresh_token")] == 1
-    # Like Microsoft, the old refresh token still works unless rotation is strict.
+    # Single-use rotation (the default): the redeemed refresh token is refused from now on, the new one works.
     token_url = f"{world.idp.url}/{world.tenant.tenant_id}/oauth2/v2.0/token"
     form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
             "client_id": world.app.client_id, "client_secret": "s3cret",
             "scope": " ".join(MAIL_SCOPES)}
-    assert world.http().post(token_url, data=form).status_code == 200
-    world.idp.strict_rotation = True
     reused = world.http().post(token_url, data=form)
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    assert reused.json()["error_codes"] == [70000]
+    third = world.http().post(token_url, data=dict(form, refresh_token=second["refresh_token"]))
+    assert third.status_code == 200 and third.json()["refresh_token"] not in (first["refresh_token"],
+                                                                             second["refresh_token"])
+    again = world.http().post(token_url, data=dict(form, refresh_token=second["refresh_token"]))
+    assert again.status_code == 400 and again.json()["error_codes"] == [70000]
+    # Microsoft's own leniency, on request: an old refresh token keeps working.
+    world.idp.strict_rotation = False
+    assert world.http().post(token_url, data=form).status_code == 200
 
 
 @pytest.mark.parametrize("code", [50173, 70043])

@@ -17,9 +17,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from connector import accounts as accounts_service
 from connector.models import Account, Ticket
 from connector.runtime import _RedactSecrets
+from connector import tokens as token_service
+from connector.identity.microsoft import MAIL_SCOPES
 from tests.idp.driver import complete_authorization
 from tests.outbox.test_send import api, send_due
 from tests.support.app import finish_connect, login, start_connect
@@ -123,7 +124,7 @@ def test_a_connect_sync_and_send_at_debug_log_no_secret(mail_app, org, ca, agent
     run_pass(mail_app, account_id)  # IMAP AUTHENTICATE XOAUTH2, SELECT, FETCH
     with rt.db.session() as session:  # a refresh through msal: the refresh token goes over the wire
         account = session.get(Account, account_id)
-        accounts_service.mail_access_token(session, rt.vault, rt.identity(session), account, force_refresh=True)
+        token_service.refreshed_token(session, rt.vault, rt.identity(session), account, MAIL_SCOPES, force_refresh=True)
         ticket_id = session.scalar(select(Ticket.id).where(Ticket.account_id == account_id))
     more, more_access = cached_secrets(mail_app)
     tokens |= more

@@ -18,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from connector.db import MIGRATIONS_DIR, Database
 from connector.models import Base
+from connector.ingest import FetchedMail, ingest
 
 # What the migrations create for the search that the models do not declare (a virtual table, a
 # generated column only one database has, indexes only its query planner uses).
@@ -175,7 +176,7 @@ def test_an_upgrade_carries_existing_rows_along(empty_database):
         assert account.token_subject == "oid-1"  # 0005 carried the identity over
         old_ticket = session.query(Ticket).one().id
         raw = make_mail(to="desk@x.test", subject="New one")
-        new = tickets.ingest(session, account, raw, parse_message(raw))
+        new = ingest(session, account, [FetchedMail(raw, parse_message(raw))])[0]
         assert session.get(Ticket, new.ticket_id).number == 10042
         assert [t.id for t in tickets.search_tickets(session, admin, q="quasar").items] == [old_ticket]
     db.dispose()
@@ -237,7 +238,7 @@ def test_without_extension_privileges_the_migration_goes_on_and_search_still_wor
             session.flush()
             raw = make_mail(to="desk@x.test", sender="zoe@example.net", subject="Crème brûlée",
                             body="The XK-17 printer is jammed.")
-            found = tickets.ingest(session, account, raw, parse_message(raw)).ticket_id
+            found = ingest(session, account, [FetchedMail(raw, parse_message(raw))])[0].ticket_id
             for query in ("xk-17 print", "printer", "rème br", "zoe@exa", "CRÈME"):
                 assert [t.id for t in tickets.search_tickets(session, user, q=query).items] == [found], query
             assert tickets.search_tickets(session, user, q="creme").items == []  # not folded without unaccent

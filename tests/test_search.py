@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from connector import extract, outbox, tickets, users
 from connector.mail.parse import parse_headers, parse_message
 from connector.models import Account, Article, Ticket
+from connector.ingest import FetchedMail, ingest
 from tests.support.app import PASSWORD
 from tests.support.mail import make_mail
 
@@ -52,7 +53,7 @@ def searchable(rt):
         session.add(account)
         session.flush()
         raws = {key: _mail(subject, body, sender, name) for key, (subject, body, sender, name) in MAILS.items()}
-        results = tickets.ingest_batch(session, account, [(raw, parse_message(raw), None) for raw in raws.values()])
+        results = ingest(session, account, [FetchedMail(raw, parse_message(raw), None) for raw in raws.values()])
         ids = {key: result.ticket_id for key, result in zip(raws, results)}
     return admin, ids
 
@@ -119,7 +120,7 @@ def test_every_write_path_keeps_the_index_current(rt, searchable):
         author = session.get(type(admin), admin.id)
         # a big import: headers first (the subject is searchable at once), the text after extraction
         raw = _mail("Backlog item", "The quarterly zanzibarquux report.", message_id="<backlog@example.net>")
-        (late,) = tickets.ingest_batch(session, account, [(raw, parse_headers(raw), 7)])
+        (late,) = ingest(session, account, [FetchedMail(raw, parse_headers(raw), 7)])
         # an outgoing reply and an outgoing ticket
         outbox.queue_reply(session, session.get(Ticket, ids["refund"]), author, "Your reimbursement is underway.")
         started = outbox.open_outgoing_ticket(session, account, author, "gina@example.net", "Welcome aboard",
@@ -138,7 +139,7 @@ def test_every_write_path_keeps_the_index_current(rt, searchable):
         refund = session.get(Ticket, ids["refund"])
         reply = make_mail(to=BOX, subject=f"Re: Money back? {tickets.ticket_tag(refund.number)}",
                           body="Thanks, the xylophone arrived.", sender="dan@example.org")
-        assert tickets.ingest(session, account, reply, parse_message(reply)).outcome == "follow_up"
+        assert ingest(session, account, [FetchedMail(reply, parse_message(reply))])[0].outcome == "follow_up"
     assert _search(rt, admin, "xylophone") == {ids["refund"]}
     # deleted articles leave the index
     with rt.db.session() as session:
@@ -156,7 +157,7 @@ def test_a_huge_or_hostile_text_is_indexed_without_failing(rt, searchable):
     raw = _mail("Enormous", "needle at the start " + words + " needle at the end")
     with rt.db.session() as session:
         account = session.scalar(select(Account).where(Account.address == BOX))
-        result = tickets.ingest(session, account, raw, parse_message(raw))
+        result = ingest(session, account, [FetchedMail(raw, parse_message(raw))])[0]
     assert _search(rt, admin, "needle at the start") == {result.ticket_id}
     assert _search(rt, admin, "Enormous") == {result.ticket_id}
 
@@ -184,7 +185,7 @@ def test_the_search_vector_is_generated_by_the_database(rt):
         session.add(account)
         session.flush()
         raw = _mail("Generated", "by the database")
-        result = tickets.ingest(session, account, raw, parse_message(raw))
+        result = ingest(session, account, [FetchedMail(raw, parse_message(raw))])[0]
         vector = session.execute(text("SELECT search_vector::text FROM articles WHERE id = :id"),
                                  {"id": result.article_id}).scalar()
         assert vector == "'by':2 'database':4 'generated':1 'the':3"

@@ -8,6 +8,7 @@ from sqlalchemy import select, text
 from connector import outbox, tickets, users
 from connector.mail.parse import parse_message
 from connector.models import Account, Ticket
+from connector.ingest import FetchedMail, ingest
 from tests.support.app import PASSWORD
 from tests.support.mail import make_mail
 
@@ -23,7 +24,7 @@ def _accounts(rt, *addresses: str) -> list[int]:
 def _new_ticket(session, account_id: int, subject: str) -> int:
     account = session.get(Account, account_id)
     raw = make_mail(to=account.address, subject=subject)
-    result = tickets.ingest(session, account, raw, parse_message(raw))
+    result = ingest(session, account, [FetchedMail(raw, parse_message(raw))])[0]
     assert result.outcome == "new_ticket"
     return result.ticket_id
 
@@ -34,7 +35,7 @@ def test_numbers_count_up_from_10001_whoever_opens_the_ticket(rt):
         author = users.create_user(session, "agent@x.test", PASSWORD, "agent")
         _new_ticket(session, box, "First")
         raws = [make_mail(to="desk@x.test", subject=f"Batch {i}") for i in range(3)]
-        tickets.ingest_batch(session, session.get(Account, box), [(raw, parse_message(raw), None) for raw in raws])
+        ingest(session, session.get(Account, box), [FetchedMail(raw, parse_message(raw), None) for raw in raws])
         outbox.open_outgoing_ticket(session, session.get(Account, box), author, "c@example.net", "Ours", "Hello.")
         _new_ticket(session, box, "Last")
     with rt.db.session() as session:

@@ -1,6 +1,7 @@
 """An IMAP session for one mailbox: TLS, AUTHENTICATE XOAUTH2, fetch by UID, IDLE, post-import actions.
 
-This module is the one place that talks IMAP; `sync.py` only calls `ImapMailbox`. Certificates are
+This module and imap_idle.py are the one place that talks IMAP; the sync reaches it through the transport
+seam (transport/imap.py). Certificates are
 always verified; there is no code path that authenticates over a connection without TLS.
 """
 from __future__ import annotations
@@ -9,12 +10,13 @@ import functools
 import re
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
+
+from .imap_idle import IdleSession
 
 THROTTLE_RE = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*(?:ms|milliseconds)", re.I)
 FETCH_ITEMS = [b"RFC822.SIZE", b"BODY.PEEK[]"]
@@ -75,7 +77,6 @@ class ImapMailbox:
         # IMAPClient turns on imaplib's debug formatting; it halves throughput and could log data.
         self.client._imap.debug = 0
         self.folder_state: FolderState | None = None
-        self._empty_wakeups = 0
 
     def login(self, user: str, token: str) -> None:
         try:
@@ -164,30 +165,25 @@ class ImapMailbox:
     def supports_idle(self) -> bool:
         return self.client.has_capability("IDLE")
 
-    def idle_start(self) -> None:
-        self.client.idle()
+    def idle_session(self) -> IdleSession:
+        """IDLE read without blocking, for the worker's selector (imap_idle.py)."""
+        return IdleSession(self.client)
 
-    def idle_wait(self, timeout: float) -> bool:
-        """True when the server reported something (new mail, expunge, flags).
-
-        IMAPClient's idle_check swallows EOF: on a closed connection the socket polls readable and the
-        call returns nothing at once, for ever. Two such instant empty answers mean the server is gone.
-        """
-        started = time.monotonic()
-        responses = self.client.idle_check(timeout=timeout)
-        if responses:
-            self._empty_wakeups = 0
-            return True
-        if time.monotonic() - started < min(0.05, timeout / 10):
-            self._empty_wakeups += 1
-            if self._empty_wakeups >= 2:
-                raise ConnectionResetError("the IMAP server closed the connection during IDLE")
-        else:
-            self._empty_wakeups = 0
+    def find_message_id(self, message_id: str) -> bool:
+        """Is a mail with this Message-ID in the sent folder(s)? (The outbox's check after a crash.)"""
+        for folder in self.sent_folders():
+            self.client.select_folder(folder, readonly=True)
+            if self.client.search(["HEADER", "Message-ID", message_id]):
+                return True
         return False
 
-    def idle_stop(self) -> None:
-        self.client.idle_done()
+    def sent_folders(self) -> list[str]:
+        """The server's sent folder(s): special-use \\Sent first, then the usual names."""
+        names = [name for flags, _delim, name in self.client.list_folders() if b"\\Sent" in flags]
+        for candidate in ("Sent Items", "Sent"):
+            if candidate not in names and self.client.folder_exists(candidate):
+                names.append(candidate)
+        return names
 
     def noop(self) -> None:
         self.client.noop()

@@ -69,6 +69,10 @@ class SmtpSubmitter:
         self.client: aiosmtplib.SMTP | None = None
         self.address = ""
 
+    @property
+    def connected(self) -> bool:
+        return self.client is not None
+
     def _run(self, coro):
         return self.loop.run_until_complete(asyncio.wait_for(coro, self.timeout))
 

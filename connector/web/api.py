@@ -37,7 +37,16 @@ def health():
     caller = _bearer_user_or_none() if database == "ok" else None
     if caller is not None and caller.is_admin:
         body["worker"] = runtime().worker.status() if runtime().worker is not None else "not in this process"
+        body["workers"] = live_workers()
     return jsonify(body), 200 if status == "ok" else 503
+
+
+def live_workers() -> list[dict]:
+    """Every worker in the workers table (any machine), with the mailboxes it holds a lease on now."""
+    from ..worker.registry import workers_overview
+
+    return [dict(row, started_at=iso(row["started_at"]), heartbeat_at=iso(row["heartbeat_at"]))
+            for row in workers_overview(db())]
 
 
 def _bearer_user_or_none():

@@ -85,10 +85,25 @@ def test_connect_flow_and_silent_refresh(identity, org, ca, idp):
 
     token, new_cache = identity.mail_token(connected.token_cache, connected.home_account_id)
     assert token and new_cache is None  # cached and fresh: nothing to save
+    assert refresh_tokens(connected.token_cache) == idp.live_refresh_tokens(mailbox)
     idp_calls = idp.token_calls[(mailbox, "refresh_token")]
     token2, new_cache = identity.mail_token(connected.token_cache, connected.home_account_id, force_refresh=True)
-    assert token2 != token and new_cache is not None  # a rotated refresh token to save at once
     assert idp.token_calls[(mailbox, "refresh_token")] == idp_calls + 1
+    assert idp.introspect(token2, user=mailbox)["active"]
+    # The refresh redeemed the stored refresh token (the IdP refuses it from now on, as a rotating IdP may)
+    # and returned a cache with the one that works now: that cache is what must be saved at once.
+    assert new_cache is not None
+    assert refresh_tokens(new_cache) == idp.live_refresh_tokens(mailbox)
+    with pytest.raises(IdentityError) as stale:
+        identity.mail_token(connected.token_cache, connected.home_account_id, force_refresh=True)
+    assert stale.value.needs_reconnect and "AADSTS70000" in explained(stale)
+    token3, newer = identity.mail_token(new_cache, connected.home_account_id, force_refresh=True)
+    assert idp.introspect(token3, user=mailbox)["active"] and newer is not None
+    assert refresh_tokens(newer) == idp.live_refresh_tokens(mailbox)
+
+
+def refresh_tokens(cache: str) -> list[str]:
+    return [entry["secret"] for entry in json.loads(cache)["RefreshToken"].values()]
 
 
 def test_a_revoked_grant_needs_reconnect(identity, org, ca, idp):

@@ -24,6 +24,10 @@ Protocol choices where Microsoft leaves room (each error carries Microsoft's AAD
   code 54005, expired code 70008, wrong redirect_uri 500112, bad PKCE verifier 501481, two
   resources 28000 (invalid_scope), unconsented scope 65001; client secrets: missing 7000218,
   wrong 7000215, expired 7000222 (all 401 invalid_client).
+- Refresh tokens rotate and are single-use (`strict_rotation`, on by default): every refresh
+  returns a new refresh token, and redeeming one a second time gives invalid_grant AADSTS70000,
+  the way an IdP with reuse detection answers. Microsoft may keep an old refresh token valid;
+  `idp.strict_rotation = False` (or POST /_test/set {"strict_rotation": false}) behaves like that.
 - /introspect is not Microsoft's: it exists for Dovecot and the test SMTP server.
 """
 from .model import MSA_TENANT_ID, App, Tenant, User

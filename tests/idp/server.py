@@ -118,7 +118,10 @@ class IdentityProvider:
         self.port = port
         self.access_token_lifetime = 3600
         self.code_lifetime = 600
-        self.strict_rotation = False
+        # Refresh tokens are single-use: each refresh returns a new one and the one redeemed is refused from
+        # then on (AADSTS70000), so a client that loses a rotated token fails at its next refresh instead of
+        # years later. Microsoft itself keeps old refresh tokens valid until they expire; False gives that.
+        self.strict_rotation = True
         self.token_calls: collections.Counter[tuple[str, str]] = collections.Counter()
         self.token_calls_total = 0
         self.signer = Signer()
@@ -257,6 +260,14 @@ class IdentityProvider:
             for issued in self.access_tokens.values():
                 if issued.email and issued.email.lower() == email:
                     issued.active = False
+
+    def live_refresh_tokens(self, user: User | str) -> list[str]:
+        """The user's refresh tokens that still work: neither redeemed (under strict rotation) nor revoked."""
+        with self.lock:
+            email = self._user(user).email.lower()
+            return [grant.token for grant in self.refresh_tokens.values()
+                    if grant.user.email.lower() == email and grant.revoked_code is None
+                    and not (self.strict_rotation and grant.used)]
 
     def expire_access_tokens(self, email: str | None = None) -> None:
         """Issued access tokens (all, or one user's) become inactive at /introspect."""

@@ -5,6 +5,12 @@ real `AUTH XOAUTH2 <base64 JWT>` line is 2-4 KB. This one takes long AUTH lines,
 before AUTH, checks the bearer token at the test IdP over verified HTTPS, enforces "send as", and
 can be told to fail the next attempts with Exchange's codes.
 
+A message is taken (delivered, filed in Sent Items, listed in `received`) in one step that completes
+even if the client goes away meanwhile, as a real server's queue commit does. `on_data(received)`, when
+set, is called right after that step and before the 250 is written (which waits for it): a fault test
+can kill the sending client exactly there, after the server took the mail and before the client can
+know it did. The hook must not raise.
+
 Delegation as at Exchange: `AUTH XOAUTH2` as a shared mailbox with a delegate's token needs Full
 Access (the IdP's introspection answers for that login); mail from an address other than the
 token owner's own needs "Send As" on it (the IdP's `send_as`), else 554 5.2.0 SendAsDenied after DATA.
@@ -108,6 +114,7 @@ class SmtpServer:
         self.port = port or free_port()
         self.received: list[Received] = []
         self.auth_count = 0
+        self.on_data: Callable[[Received], None] | None = None  # see the module doc
         self._failures: dict[str, collections.deque[str]] = {s: collections.deque() for s in STAGES}
         self._lock = threading.Lock()
         self._controller: _Controller | None = None
@@ -248,18 +255,24 @@ class _Handler:
             return SEND_AS_DENIED
         rcpt_tos = list(envelope.rcpt_tos)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._hand_over, login, rcpt_tos, raw)
+            await asyncio.get_running_loop().run_in_executor(None, self._take, login, mail_from, rcpt_tos, raw)
         except Exception as error:  # a delivery problem is a server-side temporary failure
             return f"451 4.3.0 Delivery failed: {type(error).__name__}: {error}"[:500]
-        self.server.received.append(Received(mail_from, rcpt_tos, raw, login))
         return "250 2.0.0 OK Queued"
 
-    def _hand_over(self, login: str, rcpt_tos: list[str], raw: bytes) -> None:
+    def _take(self, login: str, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
+        """Deliver, file the sender's copy, record it: in the executor, so it completes even when the client
+        goes away meanwhile (aiosmtpd then cancels the session's coroutine, not this thread)."""
         if self.server.deliver is not None:
             for rcpt in rcpt_tos:
                 self.server.deliver(rcpt, raw)
         if self.server.save_sent is not None:
             self.server.save_sent(login, raw)
+        received = Received(mail_from, rcpt_tos, raw, login)
+        self.server.received.append(received)  # taken: the mail is out, whatever happens to this session now
+        hook = self.server.on_data
+        if hook is not None:
+            hook(received)
 
 
 def _parse_xoauth2(blob: bytes) -> tuple[str, str]:

@@ -20,10 +20,11 @@ from email.utils import make_msgid
 
 from sqlalchemy import select
 
-from connector import api_tokens, outbox, tickets, users
+from connector import api_tokens, bulk_insert, outbox, tickets, users
 from connector.crypto import hash_password
 from connector.mail.parse import parse_message
 from connector.models import Account, AccountMember, ImportFailure, OutboxItem, User
+from connector.ingest import FetchedMail, ingest
 from tests.support.app import PASSWORD, csrf_token, login
 from tests.support.mail import register
 
@@ -114,9 +115,9 @@ def seed(app, org=None) -> World:
                          AccountMember(account_id=account.id, user_id=people["other"].id)])
         subject = f"Confidential case {n} of {address}"
         raw = mail_with_everything(address, subject)
-        ticket_id = tickets.ingest(session, account, raw, parse_message(raw)).ticket_id
+        ticket_id = ingest(session, account, [FetchedMail(raw, parse_message(raw))])[0].ticket_id
         foreign_raw = mail_with_everything(foreign_address, f"The outsider's own case {n}")
-        foreign_ticket_id = tickets.ingest(session, foreign, foreign_raw, parse_message(foreign_raw)).ticket_id
+        foreign_ticket_id = ingest(session, foreign, [FetchedMail(foreign_raw, parse_message(foreign_raw))])[0].ticket_id
         session.flush()
         ticket = tickets.get_ticket(session, people["admin"], ticket_id)
         [incoming] = ticket.articles
@@ -128,7 +129,7 @@ def seed(app, org=None) -> World:
         foreign_ticket = tickets.get_ticket(session, people["admin"], foreign_ticket_id)
         [foreign_article] = foreign_ticket.articles
         failure = ImportFailure(account_id=account.id, uidvalidity=1, uid=7, attempts=3, quarantined=True,
-                                last_error="a test's broken mail", raw_sha256=tickets.store_blob(session, raw))
+                                last_error="a test's broken mail", raw_sha256=bulk_insert.store_blob(session, raw))
         session.add(failure)
         session.flush()
         tokens = {role: users.issue_api_token(session, people[role])

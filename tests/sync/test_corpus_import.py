@@ -17,7 +17,7 @@ from connector.mail.parse import parse_message
 from connector.blobs import read_blob
 from connector.models import Article, ImportFailure
 from connector.sync import AccountSync
-from connector.tickets import synthetic_message_id
+from connector.ingest import synthetic_message_id
 from tests.conftest import require
 from tests.corpus import CORPUS_DIR, corpus_names, load_mail
 from tests.support.mail import connect

@@ -59,7 +59,8 @@ def test_imap_and_smtp_calls_hold_no_database_lock(mail_app, org, ca, agent, dov
             observed["imap fetch"] = write_lock_is_free(mail_app)
             yield from super().fetch(uids)
 
-    sync = AccountSync(mail_app.extensions["connector"], account_id, mailbox_factory=Probing)
+    mail_app.extensions["connector"].servers.imap_factory = Probing
+    sync = AccountSync(mail_app.extensions["connector"], account_id)
     try:
         assert sync.run_pass().imported == 1
     finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from connector import tickets
+from connector.sync import import_pass
 from connector.sync import AccountSync
 from tests.support.app import login
 from tests.support.mail import connect, make_mail
@@ -20,15 +20,15 @@ def test_accounts_page_shows_count_and_bar_during_the_first_import(mail_app, org
     client = mail_app.test_client()
     login(client, agent.email)
     seen = []
-    ingest_batch = tickets.ingest_batch
+    real_ingest = import_pass.ingest
 
     def look_then_ingest(*args, **kwargs):
         """Each batch is stored after the ones before it are committed: the page must show those."""
         match = PROGRESS_RE.search(client.get("/accounts").get_data(as_text=True))
         seen.append(match.groups() if match else None)
-        return ingest_batch(*args, **kwargs)
+        return real_ingest(*args, **kwargs)
 
-    mocker.patch.object(tickets, "ingest_batch", side_effect=look_then_ingest)
+    mocker.patch.object(import_pass, "ingest", side_effect=look_then_ingest)
     sync = AccountSync(rt, account_id)
     try:
         assert sync.run_pass().imported == 12

@@ -108,7 +108,8 @@ def test_connection_cut_in_the_middle_of_a_batch_loses_and_duplicates_nothing(ma
                     dovecot.kick(address)
                     self.client.socket().close()
 
-    sync = AccountSync(rt, account_id, mailbox_factory=CutAfterFirstBatch)
+    rt.servers.imap_factory = CutAfterFirstBatch
+    sync = AccountSync(rt, account_id)
     try:
         sync.run_pass()
     except Exception as exc:  # the pass fails as a whole; what was committed stays

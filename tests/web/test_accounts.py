@@ -18,6 +18,8 @@ from connector import accounts as accounts_service
 from connector.identity.microsoft import IdentityError
 from connector.models import Account, AccountMember, Ticket
 from connector.web.accounts import connect_csp
+from connector import tokens
+from connector.identity.microsoft import MAIL_SCOPES
 from tests.idp.driver import complete_authorization
 from tests.support.app import (connect_mailbox, csrf_token, finish_connect, login, post_form, reconnect_mailbox,
                                save_registration, start_connect, start_reconnect)
@@ -388,7 +390,7 @@ def test_a_revoked_grant_shows_needs_reconnect_and_reconnecting_fixes_it(app, cl
     with rt.db.session() as session:
         account = session.scalar(select(Account))
         with pytest.raises(IdentityError):
-            accounts_service.mail_access_token(session, rt.vault, rt.identity(session), account, force_refresh=True)
+            tokens.refreshed_token(session, rt.vault, rt.identity(session), account, MAIL_SCOPES, force_refresh=True)
     row = _row(_text(client.get("/accounts")), mailbox)
     assert 'data-status="needs_reconnect"' in row and "needs reconnect" in row
     assert "Microsoft revoked the sign-in, for example after a password change (AADSTS50173): reconnect the " \

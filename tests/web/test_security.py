@@ -12,10 +12,11 @@ from cryptography.fernet import Fernet
 from flask import request_finished
 from sqlalchemy import select
 
-from connector import accounts as accounts_service
 from connector.crypto import KEY_FILE, SECRET_KEY_FILE
 from connector.identity.microsoft import IdentityError
 from connector.models import Account, AppRegistration
+from connector import tokens
+from connector.identity.microsoft import MAIL_SCOPES
 from tests.idp.driver import complete_authorization
 from tests.support.app import (PASSWORD, connect_mailbox, csrf_token, finish_connect, login, save_registration,
                                start_connect)
@@ -141,7 +142,7 @@ def test_secrets_and_tokens_appear_in_no_response_and_no_log(app, client, admin,
         account = session.scalar(select(Account))
         secrets |= _token_secrets(rt.vault.decrypt_text(account.token_cache_enc))
         # a silent refresh: the worker's path to an IMAP/SMTP token
-        secrets.add(accounts_service.mail_access_token(session, rt.vault, rt.identity(session), account,
+        secrets.add(tokens.refreshed_token(session, rt.vault, rt.identity(session), account, MAIL_SCOPES,
                                                        force_refresh=True))
         secrets |= _token_secrets(rt.vault.decrypt_text(account.token_cache_enc))
 
@@ -152,7 +153,7 @@ def test_secrets_and_tokens_appear_in_no_response_and_no_log(app, client, admin,
         account = session.scalar(select(Account).where(Account.address == mailbox))
         secrets |= _token_secrets(rt.vault.decrypt_text(account.token_cache_enc))
         with pytest.raises(IdentityError):
-            accounts_service.mail_access_token(session, rt.vault, rt.identity(session), account, force_refresh=True)
+            tokens.refreshed_token(session, rt.vault, rt.identity(session), account, MAIL_SCOPES, force_refresh=True)
     page = client.get("/accounts")
     client.get("/api/v1/accounts", headers={"Authorization": "Bearer " + _api_token(app, agent)})
     client.post(f"/accounts/{account.id}/disconnect", data={"csrf_token": csrf_token(_text(page))})
@@ -294,7 +295,7 @@ def test_rotated_keys_still_decrypt_and_new_data_uses_the_first(make_app, org, c
     with rt.db.session() as session:
         assert rt.identity(session) is not None  # the old client secret decrypts
         account = session.scalar(select(Account))
-        token = accounts_service.mail_access_token(session, rt.vault, rt.identity(session), account,
+        token = tokens.refreshed_token(session, rt.vault, rt.identity(session), account, MAIL_SCOPES,
                                                    force_refresh=True)
         assert token
         Fernet(new).decrypt(session.scalar(select(Account)).token_cache_enc)  # re-saved under the new key
@@ -331,7 +332,7 @@ def test_a_lost_key_means_reconnecting_not_a_crash(make_app, org, ca, monkeypatc
     with rt.db.session() as session:
         account = session.scalar(select(Account))
         with pytest.raises(IdentityError):
-            accounts_service.mail_access_token(session, rt.vault, rt.identity(session), account)
+            tokens.refreshed_token(session, rt.vault, rt.identity(session), account, MAIL_SCOPES)
     with rt.db.session() as session:
         account = session.scalar(select(Account))
         assert account.status == "needs_reconnect" and "cannot be decrypted" in account.last_error

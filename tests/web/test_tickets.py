@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from connector import tickets, users
+from connector import users
 from connector.mail.parse import parse_message
 from connector.models import Account, AccountMember
+from connector.ingest import FetchedMail, ingest
 from tests.support.app import PASSWORD, csrf_token, login
 from tests.support.mail import make_mail
 
@@ -36,7 +37,7 @@ def deliver(app):
 
     def run(account, raw):
         with rt.db.session() as session:
-            return tickets.ingest(session, session.get(Account, account.id), raw, parse_message(raw)).ticket_id
+            return ingest(session, session.get(Account, account.id), [FetchedMail(raw, parse_message(raw))])[0].ticket_id
     return run
 
 

@@ -1,10 +1,11 @@
-"""The batched import (`ingest_batch`, used for every fetched batch) gives exactly what importing
-each mail with `ingest` gives: the same outcomes, tickets, threading, statuses and articles."""
+"""`ingest`, the one import path: the rules (dedup, threading by References and by tag, reopening, loop and
+auto-reply protection) hold, and a batch gives exactly what the same mails give as batches of one, in
+order: the same outcomes, tickets, threading, statuses and articles."""
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from connector import tickets
+from connector.ingest import FetchedMail, ingest
 from connector.mail.parse import parse_message
 from connector.models import Account, Article, Ticket
 from tests.support.mail import make_mail
@@ -48,21 +49,21 @@ def run(app, batch: bool):
         session.flush()
         # a closed ticket exists before the batch: a customer's reply reopens it
         seed = make_mail(to=BOX, subject="Old case", message_id="<old@x>", sender="gus@example.net")
-        tickets.ingest(session, account, seed, parse_message(seed))
+        ingest(session, account, [FetchedMail(seed, parse_message(seed))])
         session.scalar(select(Ticket).where(Ticket.account_id == account.id)).status = "closed"
         raws[-1] = make_mail(to=BOX, subject="Re: Old case", message_id="<g1@x>", in_reply_to="<old@x>",
                              sender="gus@example.net")
-        items = [(raw, parse_message(raw), uid) for uid, raw in enumerate(raws, start=1)]
+        mails_ = [FetchedMail(raw, parse_message(raw), uid) for uid, raw in enumerate(raws, start=1)]
         if batch:
-            outcomes = [r.outcome for r in tickets.ingest_batch(session, account, items)]
+            outcomes = [r.outcome for r in ingest(session, account, mails_)]
             session.expire_all()
         else:
-            outcomes = [tickets.ingest(session, account, raw, parsed, uid).outcome for raw, parsed, uid in items]
+            outcomes = [ingest(session, account, [mail])[0].outcome for mail in mails_]
         session.flush()
         return outcomes, snapshot(session, account.id)
 
 
-def test_batch_and_one_by_one_agree(make_app, make_database_url):
+def test_a_batch_gives_what_batches_of_one_give(make_app, make_database_url):
     single = make_app(database={"url": make_database_url("one")})
     batched = make_app(database={"url": make_database_url("batch")})
     one_outcomes, one_state = run(single, batch=False)

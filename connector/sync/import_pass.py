@@ -1,0 +1,156 @@
+"""One pass over a mailbox: list what is new, fetch and parse it in batches, ingest each batch and commit it
+with the new high-water mark (fenced by the lease), then queue its post-import action.
+
+Speed, for a big first import: the fetching thread (fetcher.py) fetches batch n+1 and hands it to the
+parser pool and to the pack writers (SQLite: raw mail goes to pack files, see blobs.py) while this thread
+stores batch n; each batch is committed once its pack is durable. A backlog (a batch of
+`DEFER_BODIES_FROM` mails or more) is parsed for its headers only, which is enough to dedup, thread and
+open tickets; body and attachments are extracted from the stored raw mail afterwards (extract.py).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy.orm import Session
+
+from .. import blobs, parse_pool
+from ..ingest import FetchedMail, Ingested, ingest
+from ..mail.parse import MailHeaders
+from ..models import Account
+from ..transport.base import Mailbox
+from .errors import PassResult, SyncError
+from .fetcher import Fetcher
+from .post_import import action_for
+from .quarantine import record_failure
+
+log = logging.getLogger(__name__)
+DEFER_BODIES_FROM = 32  # mails in one fetched batch: from this many, headers now and bodies afterwards
+PACK_WRITERS = 2  # pack files written at once: one fsync waits on the disk while the next pack is written
+
+
+class ImportPass:
+    def __init__(self, rt, mailbox: Mailbox, fence, files: blobs.BlobFiles | None,
+                 should_stop=lambda: False) -> None:
+        self.rt, self.mailbox, self.fence, self.files = rt, mailbox, fence, files
+        self.should_stop = should_stop  # asked after each committed batch: a stopping worker ends there
+        self.result = PassResult()
+
+    def run(self, session: Session, account: Account) -> PassResult:
+        state = self.mailbox.select(account.folder)
+        if account.uidvalidity != state.uidvalidity:
+            if account.uidvalidity is not None:
+                log.warning("%s: UIDVALIDITY changed (%s -> %s); re-reading the folder, dedup by Message-ID",
+                            account.address, account.uidvalidity, state.uidvalidity)
+            account.uidvalidity = state.uidvalidity
+            account.last_uid = 0
+            self.fence.commit(session)
+        uids = self.mailbox.uids_after(account.last_uid)
+        if not uids:
+            return self.result
+        batch_size = max(1, self.rt.settings.mail.fetch_batch_size)
+        if min(batch_size, len(uids)) >= DEFER_BODIES_FROM:
+            parse_pool.warm_up()  # a backlog: the parser processes start while the first batch is fetched
+        account.sync_total, account.sync_done = len(uids), 0
+        self.fence.commit(session)
+        blocked = False  # a mail to retry stops last_uid from moving past it
+        batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
+        writer = ThreadPoolExecutor(PACK_WRITERS, thread_name_prefix=f"{threading.current_thread().name}-packs") \
+            if self.files is not None else None
+        fetcher = Fetcher(self.mailbox, batches, lambda fetched: self._prepare(fetched, writer),
+                          action_for(self.mailbox, account))
+        fetcher.start()
+        try:
+            for batch, parsed in fetcher.parsed_batches():
+                blocked = self._store(session, account, batch, parsed(), blocked, len(uids), fetcher.actions)
+                if self.should_stop():
+                    break
+        finally:
+            fetcher.finish()
+            if writer is not None:
+                writer.shutdown(wait=True)
+        return self.result
+
+    def _prepare(self, fetched: list[tuple[int, bytes]], writer: ThreadPoolExecutor | None):
+        """In the fetching thread: start parsing (headers only for a backlog) and writing the raw mails to a pack
+        file (SQLite). Returns a callable that gives the batch as [FetchedMail or (uid, raw, the exception
+        parsing raised)], once the pack is durable."""
+        mail = self.rt.settings.mail
+        collect, _ = parse_pool.start([raw for _, raw in fetched], headers_only=len(fetched) >= DEFER_BODIES_FROM,
+                                      max_size=mail.max_message_bytes, budget=mail.parse_timeout_seconds)
+        written = writer.submit(self.files.write_pack, [raw for _, raw in fetched]) \
+            if writer is not None and fetched else None
+
+        def results():
+            packed: list = [None] * len(fetched)
+            if written is not None:
+                try:
+                    packed = written.result()
+                except OSError as exc:
+                    raise SyncError(f"Could not store mail in {self.files.root}: {exc.strerror or exc}. Free disk "
+                                    "space or fix the folder's permissions; the import resumes where it stopped.",
+                                    retry_after=60) from None
+            return [(uid, raw, parsed) if isinstance(parsed, BaseException) else FetchedMail(raw, parsed, uid, where)
+                    for (uid, raw), parsed, where in zip(fetched, collect(), packed)]
+        return results
+
+    def _store(self, session: Session, account: Account, batch: list[int], items: list, blocked: bool,
+               total: int, actions) -> bool:
+        """Ingest one parsed batch, commit it with the new high-water UID (fenced), then queue its action."""
+        good = [item for item in items if isinstance(item, FetchedMail)]
+        outcomes: dict[int, str] = {}
+        if good:
+            try:
+                with session.begin_nested():
+                    ingested = ingest(session, account, good)
+            except Exception as exc:  # noqa: BLE001 - find the culprit the slow way: one mail at a time
+                log.info("%s: batch import failed (%s: %s); importing one by one", account.address,
+                         type(exc).__name__, exc)
+                session.expire_all()
+            else:
+                outcomes = {mail.uid: self._count(one, mail) for mail, one in zip(good, ingested)}
+        done_uids: list[int] = []
+        for item in items:
+            uid = item.uid if isinstance(item, FetchedMail) else item[0]
+            if uid not in outcomes:
+                outcomes[uid] = self._import_one(session, account, item)
+            if outcomes[uid] == "retry":
+                blocked = True
+                continue
+            done_uids.append(uid)
+            if not blocked:
+                account.last_uid = uid
+        if not blocked:
+            account.last_uid = max(account.last_uid, batch[-1])  # vanished mails count as done
+        account.sync_done = min(total, (account.sync_done or 0) + len(batch))
+        self.fence.commit(session)
+        first = good[0].packed if good else None
+        if first is not None and not any(o in ("new_ticket", "follow_up") for o in outcomes.values()):
+            self.files.delete_pack(first.pack)  # nothing new in it (a re-read folder): no row points there
+        if done_uids:
+            actions.put(done_uids)  # for the fetcher thread, which owns the connection during the pass
+        return blocked
+
+    def _import_one(self, session: Session, account: Account, item) -> str:
+        if not isinstance(item, FetchedMail):
+            uid, raw, exc = item
+            return record_failure(session, account, uid, raw, exc, self.result)
+        try:
+            with session.begin_nested():
+                (ingested,) = ingest(session, account, [item])
+        except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the mailbox
+            return record_failure(session, account, item.uid, item.raw, exc, self.result)
+        return self._count(ingested, item)
+
+    def _count(self, ingested: Ingested, mail: FetchedMail) -> str:
+        result = self.result
+        if ingested.outcome == "duplicate":
+            result.duplicates += 1
+        elif ingested.outcome == "ignored":
+            result.ignored += 1
+        else:
+            result.imported += 1
+            result.deferred += isinstance(mail.parsed, MailHeaders)
+            result.ticket_ids.add(ingested.ticket_id)
+        return ingested.outcome

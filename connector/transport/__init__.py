@@ -1,0 +1,79 @@
+"""One seam where the network is swapped: `MailServers` opens a mailbox for the sync and a submitter for
+the outbox, signed in with a token from tokens.py, over the transport the account records.
+
+The worker and the one-shot commands reach every mail server through `rt.servers`; a test puts a fake
+there (tests/support/fake_mail.py) to run lease and backoff tests without Dovecot.
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session
+
+from .. import tokens
+from ..mail.smtp import SendFailure, SmtpSubmitter
+from ..models import Account
+from .base import Mailbox, MailboxError, Submitter
+from .imap import ImapTransport
+
+log = logging.getLogger(__name__)
+
+
+class MailServers:
+    def __init__(self, rt, imap_factory=None) -> None:
+        from ..mail.imap import ImapMailbox
+
+        self.rt = rt
+        self.imap_factory = imap_factory or ImapMailbox  # a test may probe the IMAP calls with a subclass
+
+    def open_mailbox(self, session: Session, account: Account) -> Mailbox:
+        """Signed in and ready; if the server refuses a cached token, it is refreshed once. Raises MailboxError."""
+        self._check_transport(account)
+        ms = self.rt.settings.microsoft
+        for force_refresh in (False, True):
+            token = self._token(session, account, force_refresh)
+            mailbox = None
+            try:
+                mailbox = ImapTransport(ms.imap_host, ms.imap_port, self.rt.settings.ca_bundle, self.imap_factory)
+                mailbox.idle_enabled = self.rt.settings.worker.idle
+                mailbox.login(account.address, token)
+            except MailboxError as exc:
+                if mailbox is not None:
+                    mailbox.close()
+                if exc.auth_failed and not force_refresh:
+                    log.info("%s: IMAP refused the cached token; refreshing it once", account.address)
+                    continue
+                raise
+            return mailbox
+        raise AssertionError("unreachable")
+
+    def open_submitter(self, session: Session, account: Account) -> Submitter:
+        """Signed in to SMTP; raises SendFailure."""
+        self._check_transport(account)
+        if account.status in ("disabled", "needs_reconnect") or account.token_cache_enc is None:
+            raise SendFailure(f"{account.address} is not connected ({account.status.replace('_', ' ')}): reconnect "
+                              "the mailbox, then Retry.", True, auth=True)
+        try:
+            token = tokens.access_token(session, self.rt, account)
+        except tokens.TokenUnavailable as exc:
+            raise SendFailure(exc.message, exc.fix_needed, auth=True) from None
+        ms = self.rt.settings.microsoft
+        submitter = SmtpSubmitter(ms.smtp_host, ms.smtp_port, self.rt.settings.ca_bundle)
+        try:
+            submitter.connect(account.address, token)
+        except SendFailure:
+            submitter.dispose()
+            raise
+        return submitter
+
+    def _token(self, session: Session, account: Account, force_refresh: bool) -> str:
+        try:
+            return tokens.access_token(session, self.rt, account, force_refresh=force_refresh)
+        except tokens.TokenUnavailable as exc:
+            raise MailboxError(exc.message, reconnect=exc.reconnect, retry_after=exc.retry_after) from None
+
+    @staticmethod
+    def _check_transport(account: Account) -> None:
+        if account.transport != "imap":
+            raise MailboxError(f"{account.address} is set to the {account.transport} transport, which this version "
+                               "does not have yet: set it back to IMAP.", retry_after=3600)
