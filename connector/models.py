@@ -96,6 +96,15 @@ class AppRegistration(Base):
     updated_by: Mapped[Optional[str]] = mapped_column(String(320))
 
 
+class AppSetting(Base):
+    """A setting admins change on the pages (key/value), e.g. "default_transport" (transport/choice.py)."""
+    __tablename__ = "app_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[Optional[str]] = mapped_column(String(320))
+
+
 class Account(Base):
     """A connected mailbox: where its mail comes from and the tokens to reach it."""
     __tablename__ = "accounts"

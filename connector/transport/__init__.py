@@ -1,11 +1,12 @@
 """One seam where the network is swapped: `MailServers` opens a mailbox for the sync and a submitter for
-the outbox, signed in with a token from tokens.py, over the transport the account records.
+the outbox, signed in with a token from tokens.py, over the transport the account records: "imap" (IMAP + SMTP) or "graph" (Microsoft Graph, graph_open.py).
 
 The worker and the one-shot commands reach every mail server through `rt.servers`; a test puts a fake
 there (tests/support/fake_mail.py) to run lease and backoff tests without Dovecot.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from sqlalchemy.orm import Session
@@ -14,6 +15,8 @@ from .. import tokens
 from ..mail.smtp import SendFailure, SmtpSubmitter
 from ..models import Account
 from .base import Mailbox, MailboxError, Submitter
+from . import choice
+from . import graph_open as graph_transport
 from .imap import ImapTransport
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,8 @@ class MailServers:
     def open_mailbox(self, session: Session, account: Account) -> Mailbox:
         """Signed in and ready; if the server refuses a cached token, it is refreshed once. Raises MailboxError."""
         self._check_transport(account)
+        if account.transport == "graph":
+            return graph_transport.open_mailbox(self.rt, session, account)
         ms = self.rt.settings.microsoft
         for force_refresh in (False, True):
             token = self._token(session, account, force_refresh)
@@ -43,6 +48,8 @@ class MailServers:
                 if exc.auth_failed and not force_refresh:
                     log.info("%s: IMAP refused the cached token; refreshing it once", account.address)
                     continue
+                if exc.auth_failed:  # refused with a fresh token: IMAP is off for it; Graph is the way out
+                    exc.message = choice.with_way_out(exc.message)
                 raise
             return mailbox
         raise AssertionError("unreachable")
@@ -53,6 +60,8 @@ class MailServers:
         if account.status in ("disabled", "needs_reconnect") or account.token_cache_enc is None:
             raise SendFailure(f"{account.address} is not connected ({account.status.replace('_', ' ')}): reconnect "
                               "the mailbox, then Retry.", True, auth=True)
+        if account.transport == "graph":
+            return graph_transport.open_submitter(self.rt, session, account)
         try:
             token = tokens.access_token(session, self.rt, account)
         except tokens.TokenUnavailable as exc:
@@ -61,8 +70,10 @@ class MailServers:
         submitter = SmtpSubmitter(ms.smtp_host, ms.smtp_port, self.rt.settings.ca_bundle)
         try:
             submitter.connect(account.address, token)
-        except SendFailure:
+        except SendFailure as failure:
             submitter.dispose()
+            if choice.is_dead_end(failure.message):  # SMTP AUTH off (535 5.7.139): Graph is the way out
+                raise dataclasses.replace(failure, message=choice.with_way_out(failure.message)) from None
             raise
         return submitter
 
@@ -74,6 +85,6 @@ class MailServers:
 
     @staticmethod
     def _check_transport(account: Account) -> None:
-        if account.transport != "imap":
+        if account.transport not in ("imap", "graph"):
             raise MailboxError(f"{account.address} is set to the {account.transport} transport, which this version "
                                "does not have yet: set it back to IMAP.", retry_after=3600)

@@ -118,7 +118,12 @@ def record(session: Session, items: Iterable[Any], lifecycle: bool, now: datetim
 
 def take_news(session: Session, account_id: int) -> bool:
     """Whether notifications said there is news since the last call; clears it. Call it before the
-    delta pass, so news arriving during the pass is kept for the next one."""
+    delta pass, so news arriving during the pass is kept for the next one. Reads first: polled mailboxes
+    ask this every few seconds, and an UPDATE would take SQLite's write lock each time."""
+    pending = session.scalar(select(GraphSubscription.id).where(GraphSubscription.account_id == account_id,
+                                                                GraphSubscription.news_at.is_not(None)))
+    if pending is None:
+        return False
     done = session.execute(update(GraphSubscription).where(GraphSubscription.account_id == account_id,
                                                            GraphSubscription.news_at.is_not(None))
                            .values(news_at=None))

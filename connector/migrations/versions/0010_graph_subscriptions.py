@@ -1,7 +1,8 @@
-"""Microsoft Graph change-notification subscriptions per mailbox, and the news their notifications leave
+"""Microsoft Graph change-notification subscriptions per mailbox, and the news their notifications leave;
+`app_settings` (key/value) for what admins set on the pages, such as the default transport of new mailboxes
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-03 10:00:00
 
 Numbered 0010 so that revisions 0007-0009 of work merged meanwhile keep their numbers: at the merge,
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
@@ -36,9 +37,16 @@ def upgrade() -> None:
                     sa.UniqueConstraint('subscription_id'))
     with op.batch_alter_table('graph_subscriptions') as batch:
         batch.create_index(batch.f('ix_graph_subscriptions_news_at'), ['news_at'], unique=False)
+    op.create_table('app_settings',
+                    sa.Column('key', sa.String(length=64), nullable=False),
+                    sa.Column('value', sa.Text(), nullable=False),
+                    sa.Column('updated_at', sa.DateTime(), nullable=False),
+                    sa.Column('updated_by', sa.String(length=320), nullable=True),
+                    sa.PrimaryKeyConstraint('key'))
 
 
 def downgrade() -> None:
+    op.drop_table('app_settings')
     with op.batch_alter_table('graph_subscriptions') as batch:
         batch.drop_index(batch.f('ix_graph_subscriptions_news_at'))
     op.drop_table('graph_subscriptions')
