@@ -90,3 +90,34 @@ def add_account(rt_of):
 @pytest.fixture
 def rt_of():
     return lambda app: app.extensions["connector"]
+
+
+# ---- the product over Graph: an app whose mailboxes connect with the Graph transport -----------
+
+@pytest.fixture
+def graph_app(make_app, graph):
+    """The app with [microsoft] graph_host at the stand-in (IMAP and SMTP point nowhere)."""
+    return make_app(microsoft={"graph_host": graph.url, "imap_host": "127.0.0.1", "imap_port": 9,
+                               "smtp_host": "127.0.0.1", "smtp_port": 9},
+                    worker={"poll_interval_seconds": 1})
+
+
+@pytest.fixture
+def graph_tenant(make_org):
+    """A tenant whose app lists the IMAP/SMTP permissions and the Graph mail permissions."""
+    from tests.idp.model import DEFAULT_PERMISSIONS
+    from tests.support.graph import GRAPH_PERMISSIONS
+    return make_org(permissions=list(DEFAULT_PERMISSIONS) + GRAPH_PERMISSIONS)
+
+
+@pytest.fixture
+def connect_graph(graph, ca):
+    """connect_graph(app, org, user, local=None) -> (account id, address): the whole connect flow with
+    the transport "Microsoft Graph" chosen on the form (consent for the Graph permissions)."""
+    from tests.support.graph_connect import connect_with_transport
+
+    def connect(app, org, user, local: str | None = None, mailbox: str | None = None):
+        account_id, address = connect_with_transport(app, org, ca.ca_path, user, "graph", local, mailbox)
+        graph.mailbox(address)
+        return account_id, address
+    return connect
