@@ -71,10 +71,12 @@ class GraphTransport:
 
     def __init__(self, graph: GraphMailbox, *, news: Callable[[], bool] = lambda: False,
                  known: Callable[[list[str]], set[str]] = lambda ids: set(),
+                 settle: Callable[[list[str]], None] = lambda ids: None,
                  max_listed: int = MAX_LISTED) -> None:
         self.graph = graph
         self.news = news  # did a change notification arrive (notify_store), taken at each call
         self.known = known  # which of these Message-IDs the mailbox has imported: not fetched again
+        self.settle = settle  # runs the post-import action on known mails still in the folder (graph ids)
         self.max_listed = max_listed
         self.folder = "Inbox"
         self.poll_seconds: float = POLL_SECONDS
@@ -135,11 +137,14 @@ class GraphTransport:
 
     @_classified
     def fetch(self, uids: list[int]) -> Iterator[tuple[int, bytes]]:
-        """Mails imported already (a restarted round, a switch from IMAP) are not downloaded again: like
-        mails gone meanwhile, they count as done."""
+        """Mails imported already (a restarted round, a crash before the cursor moved, a switch from IMAP)
+        are not downloaded again: they count as done, and get the post-import action (`settle`)."""
         known = self.known([self._message_ids[uid] for uid in uids if uid in self._message_ids])
         keys = {self._ids[uid]: uid for uid in uids
                 if uid in self._ids and self._message_ids.get(uid) not in known}
+        if known:  # imported before a crash that came before their action (or moved back in): act now, as
+            # the sync does for a mail it finds known
+            self.settle([self._ids[uid] for uid in uids if self._message_ids.get(uid) in known])
         return [(keys[graph_id], raw) for graph_id, raw in self.graph.fetch_mime(list(keys))]
 
     @_classified

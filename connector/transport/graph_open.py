@@ -61,7 +61,20 @@ def open_mailbox(rt, session: Session, account: Account) -> GraphTransport:
         with rt.db.session() as s:
             return set(s.scalars(select(Article.message_id).where(Article.account_id == account_id,
                                                                   Article.message_id.in_(set(message_ids)))))
-    return GraphTransport(graph_mailbox(rt, account), news=news, known=known)
+    graph = graph_mailbox(rt, account)
+
+    def settle(graph_ids: list[str]) -> None:
+        with rt.db.session() as s:
+            action, folder = s.execute(select(Account.post_import_action, Account.move_to_folder)
+                                       .where(Account.id == account_id)).one()
+        if action == "keep" or not graph_ids:
+            return
+        try:
+            graph.after_import(graph_ids, action, folder)
+        except GraphError as exc:  # like sync/post_import.py: the mail is imported; logged, not fatal
+            log.warning("%s: post-import action %s on mail imported before failed: %s", graph.address, action,
+                        exc.message)
+    return GraphTransport(graph, news=news, known=known, settle=settle)
 
 
 def open_submitter(rt, session: Session, account: Account) -> GraphSubmitter:
