@@ -81,7 +81,8 @@ def mailbox_manager(outcome: Outcome) -> dict:
 
 
 TICKET = To("/tickets/{ticket_id}")
-CONNECT_RULES = ("/accounts/connect/microsoft", "/accounts/<int:account_id>/reconnect")
+CONNECT_RULES = ("/accounts/connect/microsoft", "/accounts/<int:account_id>/reconnect",
+                 "/accounts/<int:account_id>/transport")
 
 EXPECTED: dict[tuple[str, str], dict[str, Outcome]] = {
     # signing in and out, one's own password
@@ -104,6 +105,8 @@ EXPECTED: dict[tuple[str, str], dict[str, Outcome]] = {
     ("/auth/microsoft/callback", "GET"): signed_in(LOGIN, 400),  # no sign-in was started: refused
     ("/accounts/<int:account_id>/reconnect", "POST"): mailbox_manager(AUTHORITY),
     ("/accounts/<int:account_id>/disconnect", "POST"): mailbox_manager(To("/accounts")),
+    # switching the transport: the world's mailbox has no stored sign-in, so the switch asks for a new consent
+    ("/accounts/<int:account_id>/transport", "POST"): mailbox_manager(AUTHORITY),
     ("/accounts/<int:account_id>/settings", "POST"): mailbox_manager(To("/accounts")),
     ("/accounts/<int:account_id>/members", "POST"): mailbox_manager(To("/accounts")),
     ("/accounts/<int:account_id>/members/<int:user_id>/remove", "POST"): mailbox_manager(To("/accounts")),
@@ -122,6 +125,7 @@ EXPECTED: dict[tuple[str, str], dict[str, Outcome]] = {
     # admin pages
     ("/admin/microsoft", "GET"): admin_only(200),
     ("/admin/microsoft", "POST"): admin_only(To("/admin/microsoft")),
+    ("/admin/microsoft/transport", "POST"): admin_only(To("/admin/microsoft")),
     ("/admin/users", "GET"): admin_only(200),
     ("/admin/users", "POST"): admin_only(To("/admin/users")),
     ("/admin/quarantine", "GET"): admin_only(200),
@@ -177,6 +181,8 @@ def form_data(world: World, rule: str, role: str, org) -> dict:
         "/tickets/<int:ticket_id>/reply": {"body": "Our answer.", "cc": ""},
         "/tickets/<int:ticket_id>/status": {"status": "closed"},
         "/admin/microsoft": {"client_id": org.client_id, "tenant": org.tenant_id, "client_secret": org.secret},
+        "/admin/microsoft/transport": {"transport": "graph"},
+        "/accounts/<int:account_id>/transport": {"transport": "graph"},
         "/admin/users": {"email": f"added-by-{role.replace(':', '-')}@world.test", "role": "agent",
                          "password": "a long enough password"},
     }
