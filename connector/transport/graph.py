@@ -72,11 +72,13 @@ class GraphTransport:
     def __init__(self, graph: GraphMailbox, *, news: Callable[[], bool] = lambda: False,
                  known: Callable[[list[str]], set[str]] = lambda ids: set(),
                  settle: Callable[[list[str]], None] = lambda ids: None,
+                 push: Callable[[str], float | None] = lambda folder: None,
                  max_listed: int = MAX_LISTED) -> None:
         self.graph = graph
         self.news = news  # did a change notification arrive (notify_store), taken at each call
         self.known = known  # which of these Message-IDs the mailbox has imported: not fetched again
         self.settle = settle  # runs the post-import action on known mails still in the folder (graph ids)
+        self.push = push  # keeps change notifications alive for the folder; the poll interval they allow
         self.max_listed = max_listed
         self.folder = "Inbox"
         self.poll_seconds: float = POLL_SECONDS
@@ -92,6 +94,7 @@ class GraphTransport:
     def select(self, folder: str) -> FolderState:
         self.folder = folder or "Inbox"
         folder_id = self.graph.folder_id(self.folder)
+        self.poll_seconds = self.push(self.folder) or POLL_SECONDS
         return FolderState(uidvalidity=zlib.crc32(folder_id.encode()) or 1, exists=0, uidnext=None)
 
     def resume(self, cursor: str | None, last_uid: int) -> None:

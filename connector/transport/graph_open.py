@@ -74,7 +74,7 @@ def open_mailbox(rt, session: Session, account: Account) -> GraphTransport:
         except GraphError as exc:  # like sync/post_import.py: the mail is imported; logged, not fatal
             log.warning("%s: post-import action %s on mail imported before failed: %s", graph.address, action,
                         exc.message)
-    return GraphTransport(graph, news=news, known=known, settle=settle)
+    return GraphTransport(graph, news=news, known=known, settle=settle, push=_push(rt, account_id, graph))
 
 
 def open_submitter(rt, session: Session, account: Account) -> GraphSubmitter:
@@ -111,3 +111,26 @@ def prove_shared_access(rt, identity, connected, shared: str, folder: str) -> No
                             f"{exc.message}") from None
     finally:
         mailbox.close()
+
+
+def _push(rt, account_id: int, graph: GraphMailbox):
+    """Change notifications for the mailbox when `[app] base_url` is public HTTPS (subscriptions.py): then the
+    delta poll is only a safety net every `[worker] poll_interval_seconds`; otherwise it runs every few seconds."""
+    from ..mail.graph.subscriptions import SubscriptionManager
+
+    manager = SubscriptionManager(rt.db, rt.settings.app.base_url)
+    dropped = []
+
+    def push(folder: str) -> float | None:
+        if manager.problem or graph.shared:
+            if not dropped:  # no notifications here: forget a subscription of an earlier setting, once
+                dropped.append(True)
+                manager.drop(account_id, graph)
+            return None
+        try:
+            state = manager.maintain(account_id, graph, folder)
+        except GraphError as exc:
+            log.info("%s: change notifications not maintained this time: %s", graph.address, exc.message)
+            return None
+        return float(rt.settings.worker.poll_interval_seconds) if state.active else None
+    return push

@@ -176,3 +176,55 @@ def test_throttling_one_mailbox_backs_off_that_mailbox_only(graph_app, graph_ten
     calls = len(graph.requests_for(slow))
     time.sleep(3)
     assert len(graph.requests_for(slow)) == calls  # not hammered while it waits
+
+
+@pytest.fixture
+def push_app(make_app, ca, graph, monkeypatch):
+    """The app served over HTTPS on 127.0.0.1 (the test CA), polling only every 60 s: new mail within
+    seconds can then only come from Graph's change notifications to its hooks. The loopback address
+    stands in for a public host (the one check bypassed: Graph itself could never reach it)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from connector.mail.graph import subscriptions
+    from tests.support.net import free_port
+
+    monkeypatch.setattr(subscriptions, "public_https_problem", lambda base_url: None)
+    port = free_port()
+    app = make_app(app={"base_url": f"https://127.0.0.1:{port}"},
+                   microsoft={"graph_host": graph.url, "imap_host": "127.0.0.1", "imap_port": 9},
+                   worker={"poll_interval_seconds": 60})
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    server.socket = ca.server_context("connector").wrap_socket(server.socket, server_side=True,
+                                                                do_handshake_on_connect=False)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield app
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_change_notifications_bring_new_mail_without_polling(push_app, make_org, agent, connect_graph,
+                                                            graph) -> None:
+    from tests.idp.model import DEFAULT_PERMISSIONS
+    from tests.support.graph import GRAPH_PERMISSIONS
+    tenant = make_org(redirect_uri=push_app.extensions["connector"].settings.callback_url,
+                      permissions=list(DEFAULT_PERMISSIONS) + GRAPH_PERMISSIONS)
+    account_id, address = connect_graph(push_app, tenant, agent)
+    worker = Worker(push_app.extensions["connector"], name="push-test")
+    worker.start_background()
+    try:
+        wait_until(lambda: graph.subscriptions(address), timeout=15)
+        wait_until(lambda: _account(push_app, account_id).last_sync_at is not None, timeout=15)
+        time.sleep(1)
+        for i in range(2):
+            delivered = time.monotonic()
+            graph.deliver(address, make_mail(to=address, subject=f"Pushed {i}"))
+            wait_until(lambda: counts(push_app, account_id)[0] == i + 1, timeout=15)
+            assert time.monotonic() - delivered < 10  # the poll would take up to 60 s
+    finally:
+        worker.stop(wait=True, timeout=10)
+    [subscription] = graph.subscriptions(address)
+    assert subscription.notification_url.endswith("/hooks/graph/notifications")
