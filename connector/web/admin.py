@@ -40,7 +40,7 @@ class RegistrationForm(FlaskForm):
 class TransportForm(FlaskForm):
     transport = SelectField("Transport for new mailboxes",
                             choices=[SelectChoice(k, v) for k, v in transports.TRANSPORTS.items()])
-    submit = SubmitField("Save transport")
+    submit = SubmitField("Set as default")
 
 
 class NewUserForm(FlaskForm):

@@ -48,7 +48,7 @@ def test_connect_with_graph_receive_reply_and_the_answer_threads(page, server, m
     expect(page.get_by_text("Mail.ReadWrite.Shared")).to_be_visible()  # the permissions to add for Graph
     mailbox = org.add_user("desk", password="desk-pw")
     page.get_by_role("link", name="Mailboxes").click()
-    page.get_by_label("Transport").select_option("graph")
+    page.get_by_label("Transport", exact=True).select_option("graph")
     page.get_by_role("button", name="Connect Microsoft 365").click()
     expect(page).to_have_url(re.compile("^" + re.escape(idp.url) + "/"))
     page.get_by_label("Email, phone, or Skype").fill(mailbox)
