@@ -228,3 +228,47 @@ def test_change_notifications_bring_new_mail_without_polling(push_app, make_org,
         worker.stop(wait=True, timeout=10)
     [subscription] = graph.subscriptions(address)
     assert subscription.notification_url.endswith("/hooks/graph/notifications")
+
+
+def test_a_poison_mail_is_quarantined_over_graph_and_the_others_arrive(graph_app, graph_tenant, agent, connect_graph,
+                                                                      graph, monkeypatch) -> None:
+    import connector.parse_pool as parsing_module
+    from connector.models import ImportFailure
+    from tests.sync.test_sync_pass import parse_or_choke
+
+    monkeypatch.setattr(parsing_module, "_parse_one", parse_or_choke)
+    account_id, address = connect_graph(graph_app, graph_tenant, agent)
+    graph.deliver(address, make_mail(to=address, subject="Poison", headers={"X-Poison": "yes"}))
+    graph.deliver(address, make_mail(to=address, subject="Fine"))
+    outcomes = [run_pass(graph_app, account_id) for _ in range(3)]
+    assert [o.failed for o in outcomes] == [1, 1, 0] and outcomes[2].quarantined == 1
+    with graph_app.extensions["connector"].db.session() as session:
+        failure = session.scalar(select(ImportFailure).where(ImportFailure.account_id == account_id))
+        assert failure.quarantined and failure.attempts == 3 and failure.raw_sha256
+    assert counts(graph_app, account_id) == (1, 1)
+    graph.deliver(address, make_mail(to=address, subject="Next"))
+    assert run_pass(graph_app, account_id).imported == 1
+    assert run_pass(graph_app, account_id).failed == 0  # moved past the quarantined mail for good
+    assert counts(graph_app, account_id) == (2, 2)
+
+
+def test_a_lost_sendmail_answer_is_settled_in_sent_items_not_sent_again(graph_app, graph_tenant, agent,
+                                                                        connect_graph, graph, monkeypatch) -> None:
+    from connector.transport import graph as graph_transport
+
+    monkeypatch.setattr(graph_transport, "SENT_LOOKUP_WAITS", (0.2, 0.5))
+    rt = graph_app.extensions["connector"]
+    account_id, address = connect_graph(graph_app, graph_tenant, agent)
+    graph.deliver(address, make_mail(to=address, subject="Lost answer"))
+    assert run_pass(graph_app, account_id).imported == 1
+    with rt.db.session() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.account_id == account_id))
+        user = session.get(User, agent.id)
+        outbox.queue_reply(session, tickets.get_ticket(session, user, ticket.id), user, "Sent once.")
+    graph.fail_next(status=504, method="POST", path="/sendMail", after=True)  # Graph sends, the answer is lost
+    assert Sender(rt, "test").send_due(lambda: False)
+    assert Sender(rt, "test").send_due(lambda: False)
+    assert len(graph.sent_mail(address)) == 1
+    with rt.db.session() as session:
+        item = session.scalar(select(OutboxItem).where(OutboxItem.account_id == account_id))
+        assert item.state == "sent" and "found in Sent Items" in item.server_reply
