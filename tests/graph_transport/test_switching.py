@@ -130,3 +130,26 @@ def test_smtp_auth_off_offers_graph_in_one_click(both_app, graph_tenant, agent, 
         item = session.scalar(select(OutboxItem).where(OutboxItem.account_id == account_id))
         assert item.state == "sent" and sent.message_id
     assert f'id="switch-graph-{account_id}"' not in client.get("/accounts").get_data(as_text=True)
+
+
+def test_an_imap_sign_in_refused_with_a_fresh_token_offers_graph(both_app, graph_tenant, agent, ca, dovecot) -> None:
+    """IMAP switched off for a mailbox: Dovecot refuses the sign-in although the token is valid (here the
+    user name does not match the token's, which Dovecot refuses the same way)."""
+    from connector.mail.imap import ImapMailbox
+    from connector.transport import MailServers
+    from connector.worker.mailbox import MailboxRunner
+    from connector.sync.fence import Unfenced
+
+    class ImapOff(ImapMailbox):
+        def login(self, user: str, token: str) -> None:
+            super().login("imap-off-" + user, token)
+
+    rt = both_app.extensions["connector"]
+    account_id, address = connect_with_transport(both_app, graph_tenant, ca.ca_path, agent, "imap")
+    rt.servers = MailServers(rt, imap_factory=ImapOff)
+    assert MailboxRunner(rt, account_id, Unfenced()).run_once() == "failed"
+    account = _account(both_app, account_id)
+    assert "refused the sign-in" in account.last_error and "Microsoft Graph works where" in account.last_error
+    client = both_app.test_client()
+    login(client, agent.email)
+    assert f'id="switch-graph-{account_id}"' in client.get("/accounts").get_data(as_text=True)
