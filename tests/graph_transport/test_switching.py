@@ -153,3 +153,45 @@ def test_an_imap_sign_in_refused_with_a_fresh_token_offers_graph(both_app, graph
     client = both_app.test_client()
     login(client, agent.email)
     assert f'id="switch-graph-{account_id}"' in client.get("/accounts").get_data(as_text=True)
+
+
+def test_a_shared_mailbox_connects_over_graph_only_with_full_access(graph_app, graph_tenant, agent, ca,
+                                                                    graph) -> None:
+    from connector import outbox, tickets
+    from connector.models import Ticket, User
+
+    rt = graph_app.extensions["connector"]
+    delegate = graph_tenant.add_user("delegate")
+    shared = f"support@{graph_tenant.domain}"
+    graph.mailbox(shared, "Support")
+    client = graph_app.test_client()
+    from tests.support.mail import register
+    register(graph_app, graph_tenant)
+    login(client, agent.email)
+
+    def connect():
+        started = post_form(client, "/accounts/connect/microsoft", {"transport": "graph", "mailbox": shared})
+        assert "Mail.ReadWrite.Shared" in started.headers["Location"]  # the .Shared permissions are asked
+        return finish_connect(client, complete_authorization(started.headers["Location"], delegate, "pw",
+                                                             ca_path=ca.ca_path))
+    refused = connect()
+    assert refused.status_code == 403 and "Full Access" in refused.get_data(as_text=True)
+    with rt.db.session() as session:
+        assert session.scalar(select(Account).where(Account.address == shared)) is None  # nothing stored
+    graph_tenant.idp.grant_mailbox_access(delegate, shared)
+    assert connect().status_code == 302
+    with rt.db.session() as session:
+        account = session.scalar(select(Account).where(Account.address == shared))
+        account_id = account.id
+        assert account.transport == "graph" and account.token_owner == delegate
+    graph.deliver(shared, make_mail(to=shared, subject="To the team"))
+    assert run_pass(graph_app, account_id).imported == 1
+    graph.grant_send_as(delegate, shared)
+    with rt.db.session() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.account_id == account_id))
+        user = session.get(User, agent.id)
+        outbox.queue_reply(session, tickets.get_ticket(session, user, ticket.id), user, "From the team.")
+    assert Sender(rt, "test").send_due(lambda: False)
+    [sent] = graph.sent_mail(shared)
+    assert sent.sender.lower() == delegate.lower()
+    assert any(r.path.startswith(f"/v1.0/users/{shared}") for r in graph.requests_for(shared))
