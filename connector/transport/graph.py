@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 import zlib
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
+from email.policy import compat32, default as default_policy
+from email.utils import getaddresses
 from typing import Callable, Iterator
 
 from ..mail.graph import GraphError, GraphMailbox
@@ -170,17 +170,11 @@ class GraphTransport:
         self.graph.close()
 
 
-_ADDRESS = re.compile(r"[^\s<>,;\"']+@[^\s<>,;\"']+")
-
-
 def header_recipients(raw: bytes) -> set[str]:
     """The addresses in To, Cc and Bcc: sendMail with MIME sends to these, whatever the envelope says."""
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
-    found: set[str] = set()
-    for name in ("To", "Cc", "Bcc"):
-        for value in headers.get_all(name) or []:
-            found.update(a.lower() for a in _ADDRESS.findall(str(value)))
-    return found
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    values = [str(v) for name in ("To", "Cc", "Bcc") for v in headers.get_all(name) or []]
+    return {address.lower() for _, address in getaddresses(values) if address}
 
 
 def message_id_of(raw: bytes) -> str:
