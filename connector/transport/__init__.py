@@ -1,5 +1,6 @@
 """One seam where the network is swapped: `MailServers` opens a mailbox for the sync and a submitter for
-the outbox, signed in with a token from tokens.py, over the transport the account records: "imap" (IMAP + SMTP) or "graph" (Microsoft Graph, graph_open.py).
+the outbox, signed in with a token from tokens.py, over the transport the account records: "imap" (IMAP +
+SMTP) or "graph" (Microsoft Graph: graph_open.py opens graph.py's GraphTransport and GraphSubmitter).
 
 The worker and the one-shot commands reach every mail server through `rt.servers`; a test puts a fake
 there (tests/support/fake_mail.py) to run lease and backoff tests without Dovecot.
@@ -14,9 +15,9 @@ from sqlalchemy.orm import Session
 from .. import tokens
 from ..mail.smtp import SendFailure, SmtpSubmitter
 from ..models import Account
-from .base import Mailbox, MailboxError, Submitter
 from . import choice
 from . import graph_open as graph_transport
+from .base import Mailbox, MailboxError, Submitter
 from .imap import ImapTransport
 
 log = logging.getLogger(__name__)

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from .. import registration
 from ..accounts import is_shared
 from ..crypto import DecryptionError
 from ..identity.microsoft import IdentityError
-from ..models import Account, OutboxItem
+from ..models import Account, OutboxItem, utcnow
 from ..tokens import PURPOSES
-from .choice import TRANSPORTS, is_dead_end, token_purpose
+from .choice import TRANSPORTS, token_purpose
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,6 @@ def try_switch(session: Session, rt, account: Account, transport: str) -> tuple[
 
 def requeue_dead_ends(session: Session, account: Account) -> int:
     """Replies that failed only because SMTP AUTH is off go out again over the new transport."""
-    from sqlalchemy import update
-
-    from ..models import utcnow
     rows = session.execute(update(OutboxItem).where(OutboxItem.account_id == account.id,
                                                     OutboxItem.state == "failed",
                                                     OutboxItem.last_error.like("%5.7.139%"))
@@ -79,4 +77,4 @@ def requeue_dead_ends(session: Session, account: Account) -> int:
     return rows or 0
 
 
-__all__ = ["apply", "is_dead_end", "requeue_dead_ends", "try_switch"]
+__all__ = ["apply", "requeue_dead_ends", "try_switch"]
