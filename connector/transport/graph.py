@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 5000  # mails listed in one pass; a bigger backlog continues in the next pass at once
 POLL_SECONDS = 5  # a delta poll without notifications: one request, 120 per 10 minutes of the 10,000 allowed
+CATCH_UP_LIMIT = 10_000  # mails of the folder listed when catching up a post-import action
 SENT_LOOKUP_WAITS = (1.0, 2.0, 4.0, 8.0)  # after a lost sendMail answer: Exchange files the copy within seconds
 
 
@@ -155,6 +156,25 @@ class GraphTransport:
         if not uids or action == "keep":
             return
         self.graph.after_import([self._ids[uid] for uid in uids if uid in self._ids], action, folder)
+
+    def settle_folder(self, action: str, folder: str, limit: int = CATCH_UP_LIMIT) -> bool:
+        """The post-import action for imported mails still in the folder (a worker killed between a commit and
+        its move or delete): the delta cursor is past them, so the folder itself is listed, which is short when
+        the action empties it. Called by sync/post_import.py's catch-up; False if it could not run."""
+        if action not in ("move", "delete"):
+            return True
+        try:
+            left = self.graph.list_folder(self.folder, limit)
+            known = self.known([mid for _, mid in left if mid])
+            stale = [graph_id for graph_id, mid in left if mid in known]
+            if stale:
+                log.info("%s: %s imported mail(s) still in %s (their post-import %s did not run): running it now",
+                         self.graph.address, len(stale), self.folder, action)
+                self.graph.after_import(stale, action, folder)
+        except GraphError as exc:
+            log.warning("%s: catching up the post-import %s failed: %s", self.graph.address, action, exc.message)
+            return False
+        return True
 
     def has_news(self) -> bool:
         return self._more or self.news()

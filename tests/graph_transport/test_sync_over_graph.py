@@ -272,3 +272,24 @@ def test_a_lost_sendmail_answer_is_settled_in_sent_items_not_sent_again(graph_ap
     with rt.db.session() as session:
         item = session.scalar(select(OutboxItem).where(OutboxItem.account_id == account_id))
         assert item.state == "sent" and "found in Sent Items" in item.server_reply
+
+
+def test_a_move_that_did_not_run_is_caught_up_at_the_next_pass(graph_app, graph_tenant, agent, connect_graph,
+                                                              graph) -> None:
+    """The delta cursor moves past imported mail, so a move that failed (or a worker killed before it) is
+    caught up by listing the folder: no imported mail is left behind in it."""
+    account_id, address = connect_graph(graph_app, graph_tenant, agent)
+    with graph_app.extensions["connector"].db.session() as session:
+        account = session.get(Account, account_id)
+        account.post_import_action, account.move_to_folder = "move", "Done"
+    for i in range(3):
+        graph.deliver(address, make_mail(to=address, subject=f"Stuck {i}"))
+    graph.fail_next(count=100, status=429, retry_after=1, method="POST", path="/move")
+    assert run_pass(graph_app, account_id).imported == 3
+    assert len(graph.messages(address, "inbox")) == 3  # imported, not moved
+    with graph.limits.lock:
+        graph.limits.faults.clear()
+    graph.deliver(address, make_mail(to=address, subject="Not yet imported"))
+    assert run_pass(graph_app, account_id).imported == 1
+    assert graph.messages(address, "inbox") == []
+    assert len(graph.messages(address, graph.folder_id(address, "Done"))) == 4

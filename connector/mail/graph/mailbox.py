@@ -84,6 +84,19 @@ class GraphMailbox:
         """The folder's new mail since `cursor` (None: everything), a page at a time; see delta.py."""
         return self.delta.pages(self.folders.resolve(folder), cursor, page_size)
 
+    def list_folder(self, folder: str, limit: int = 10_000) -> list[tuple[str, str]]:
+        """(id, Message-ID) of the mails in `folder` now, newest first, at most `limit`."""
+        folder_id = self.folders.resolve(folder)
+        link: str | None = f"{self.prefix}/mailFolders/{quote(folder_id, safe='')}/messages"
+        params: dict[str, str] | None = {"$select": "id,internetMessageId", "$top": "100"}
+        found: list[tuple[str, str]] = []
+        while link and len(found) < limit:
+            page = self.http.get_json(link, params=params)
+            found += [(str(m["id"]), str(m.get("internetMessageId") or "")) for m in page.get("value", [])
+                      if isinstance(m, dict) and m.get("id")]
+            link, params = page.get("@odata.nextLink"), None
+        return found[:limit]
+
     def fetch_one(self, message_id: str) -> bytes | None:
         """The mail's MIME exactly as stored (`/$value`), or None when it is gone meanwhile."""
         try:
