@@ -133,6 +133,9 @@ class Account(Base):
     # incremental sync state
     uidvalidity: Mapped[Optional[int]] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Up to which UID the post-import action has run (a move or delete may die after its batch's commit: the
+    # next pass runs it for the mails still in the folder up to last_uid; sync/post_import.py)
+    post_import_done_uid: Mapped[Optional[int]] = mapped_column(BigInteger)
     sync_total: Mapped[int] = mapped_column(Integer, default=0)  # messages in the folder at the last pass
     sync_done: Mapped[int] = mapped_column(Integer, default=0)  # of which imported
     # Where the transport's incremental sync stands when UIDVALIDITY + UID do not say it: Microsoft Graph's

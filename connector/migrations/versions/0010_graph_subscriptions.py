@@ -2,7 +2,7 @@
 `app_settings` (key/value) for what admins set on the pages, such as the default transport of new mailboxes
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0011
 Create Date: 2026-12-03 10:00:00
 
 Numbered 0010 so that revisions 0007-0009 of work merged meanwhile keep their numbers: at the merge,
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0007'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
