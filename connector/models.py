@@ -248,6 +248,9 @@ class Article(Base):
     imap_uid: Mapped[Optional[int]] = mapped_column(BigInteger)
     # Imported from headers only: body, HTML and attachments are still to be extracted from the raw mail.
     body_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What a mail client shows of it, in order (JSON slices of body_text/body_html, see mail/display.py);
+    # None for outgoing mail and for mail stored before revision 0008 (re-read from the raw mail on view).
+    display: Mapped[Optional[str]] = mapped_column(Text)
     author_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

@@ -1,7 +1,7 @@
 """post-import mark: up to which UID a mailbox's post-import action is known to have run
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-02 08:00:00
 
 A move or delete runs after its batch's commit; a worker killed in between left the mails in the folder,
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0007'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
