@@ -5,8 +5,9 @@ Revision ID: 0010
 Revises: 0011
 Create Date: 2026-12-03 10:00:00
 
-Numbered 0010 so that revisions 0007-0009 of work merged meanwhile keep their numbers: at the merge,
-`down_revision` becomes the head of main then (the table depends only on `accounts`).
+Numbered 0010 because 0009 is reserved for work not merged yet; it follows 0011, main's head at the last
+merge (0007 -> 0008 -> 0011 -> 0010): when 0009 is merged, one of the two must revise the other (the
+tables here depend only on `accounts`).
 """
 import sqlalchemy as sa
 from alembic import op
