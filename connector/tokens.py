@@ -22,7 +22,8 @@ from .identity.errors import Explained
 from .identity.microsoft import GRAPH_SCOPES, MAIL_SCOPES, IdentityError
 from .models import Account
 
-PURPOSES = {"mail": MAIL_SCOPES, "graph": GRAPH_SCOPES}
+GRAPH_SHARED_SCOPES = [scope + ".Shared" for scope in GRAPH_SCOPES]  # a delegate's shared mailbox over Graph
+PURPOSES = {"mail": MAIL_SCOPES, "graph": GRAPH_SCOPES, "graph_shared": GRAPH_SHARED_SCOPES}
 
 
 class TokenUnavailable(Exception):

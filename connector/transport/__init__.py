@@ -1,12 +1,14 @@
 """One seam where the network is swapped: `MailServers` opens a mailbox for the sync and a submitter for
-the outbox, signed in with a token from tokens.py, over the transport the account records. A Google
-mailbox is reached at [google] imap_host/smtp_host with Gmail's folder rules (mail/gmail.py).
+the outbox, signed in with a token from tokens.py, over the transport the account records: "imap" (IMAP +
+SMTP) or "graph" (Microsoft Graph: graph_open.py opens graph.py's GraphTransport and GraphSubmitter). A
+Google mailbox is reached at [google] imap_host/smtp_host with Gmail's folder rules (mail/gmail.py).
 
 The worker and the one-shot commands reach every mail server through `rt.servers`; a test puts a fake
 there (tests/support/fake_mail.py) to run lease and backoff tests without Dovecot.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from sqlalchemy.orm import Session
@@ -14,6 +16,8 @@ from sqlalchemy.orm import Session
 from .. import tokens
 from ..mail.smtp import SendFailure, SmtpSubmitter
 from ..models import Account
+from . import choice
+from . import graph_open as graph_transport
 from .base import Mailbox, MailboxError, Submitter
 from .imap import ImapTransport
 
@@ -32,6 +36,8 @@ class MailServers:
     def open_mailbox(self, session: Session, account: Account) -> Mailbox:
         """Signed in and ready; if the server refuses a cached token, it is refreshed once. Raises MailboxError."""
         self._check_transport(account)
+        if account.transport == "graph":
+            return graph_transport.open_mailbox(self.rt, session, account)
         servers = self._servers(account)
         factory = self.gmail_factory if account.provider == "google" else self.imap_factory
         for force_refresh in (False, True):
@@ -47,6 +53,9 @@ class MailServers:
                 if exc.auth_failed and not force_refresh:
                     log.info("%s: IMAP refused the cached token; refreshing it once", account.address)
                     continue
+                if exc.auth_failed and account.provider == "microsoft":  # refused with a fresh token: IMAP is off
+                    # for it; Graph is the way out
+                    exc.message = choice.with_way_out(exc.message)
                 raise
             return mailbox
         raise AssertionError("unreachable")
@@ -57,6 +66,8 @@ class MailServers:
         if account.status in ("disabled", "needs_reconnect") or account.token_cache_enc is None:
             raise SendFailure(f"{account.address} is not connected ({account.status.replace('_', ' ')}): reconnect "
                               "the mailbox, then Retry.", True, auth=True)
+        if account.transport == "graph":
+            return graph_transport.open_submitter(self.rt, session, account)
         try:
             token = tokens.access_token(session, self.rt, account)
         except tokens.TokenUnavailable as exc:
@@ -65,8 +76,10 @@ class MailServers:
         submitter = SmtpSubmitter(servers.smtp_host, servers.smtp_port, self.rt.settings.ca_bundle)
         try:
             submitter.connect(account.address, token)
-        except SendFailure:
+        except SendFailure as failure:
             submitter.dispose()
+            if account.provider == "microsoft" and choice.is_dead_end(failure.message):  # SMTP AUTH off (535 5.7.139)
+                raise dataclasses.replace(failure, message=choice.with_way_out(failure.message)) from None
             raise
         return submitter
 
@@ -82,6 +95,6 @@ class MailServers:
 
     @staticmethod
     def _check_transport(account: Account) -> None:
-        if account.transport != "imap":
+        if account.transport not in ("imap", "graph"):
             raise MailboxError(f"{account.address} is set to the {account.transport} transport, which this version "
                                "does not have yet: set it back to IMAP.", retry_after=3600)

@@ -27,7 +27,9 @@ from .. import accounts, delegation, google_registration, registration, users
 from ..crypto import DecryptionError
 from ..identity.errors import Explained, explain
 from ..identity.microsoft import STATE_MISMATCH, IdentityError
-from ..models import POST_IMPORT_ACTIONS, AccountMember, User
+from ..models import POST_IMPORT_ACTIONS, AccountMember, OutboxItem, User
+from ..transport import choice as transports
+from ..transport import switch as transport_switch
 from . import google_connect
 from .context import db, runtime
 from .security import CSP
@@ -132,7 +134,16 @@ def index():
             members.setdefault(row.account_id, []).append(row.user)
     google_app = google_registration.view(session, rt.settings)
     google_registered = google_app is not None and google_app.secret_set
+    switchable = [a for a in mailboxes if a.id in manageable and a.transport == "imap" and a.provider == "microsoft"]
+    dead_ends = {a.id for a in switchable if transports.is_dead_end(a.last_error)}
+    imap_ids = [a.id for a in switchable]
+    if imap_ids:  # a reply refused with 535 5.7.139 is the mailbox's dead end too, until it is switched
+        dead_ends |= set(session.scalars(select(OutboxItem.account_id).where(
+            OutboxItem.account_id.in_(imap_ids), OutboxItem.state.in_(("failed", "queued")),
+            OutboxItem.last_error.like(f"%{transports.SMTP_AUTH_OFF}%"))))
     page = render_template("accounts/index.html", mailboxes=mailboxes, members=members, owners=owners,
+                           transports=transports.TRANSPORTS, default_transport=transports.default_transport(session),
+                           dead_ends=dead_ends, way_out=transports.WAY_OUT.strip(),
                            manageable=manageable, registered=current is not None and current.secret_set,
                            google_registered=google_registered,
                            member_form=MemberForm(), settings_forms={
@@ -150,7 +161,8 @@ def connect():
         shared = accounts.shared_address_or_none(request.form.get("mailbox"))
     except ValueError as exc:
         return _error_page(f"{exc}: enter the shared mailbox's full address, e.g. support@contoso.com.")
-    return _start_flow(shared=shared)
+    transport = transports.valid(request.form.get("transport")) or transports.default_transport(db())
+    return _start_flow(shared=shared, transport=transport)
 
 
 @bp.post("/accounts/<int:account_id>/reconnect")
@@ -160,10 +172,39 @@ def reconnect(account_id: int):
     if account.provider == google_connect.PROVIDER:
         return google_connect.start_flow(account)
     shared = account.address if accounts.is_shared(account) else None
-    return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id)
+    return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id,
+                       transport=account.transport)
 
 
-def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id: int | None = None):
+@bp.post("/accounts/<int:account_id>/transport")
+@login_required
+def switch_transport(account_id: int):
+    """Owner or admin (CSRF-checked): switch between IMAP + SMTP and Microsoft Graph, with the stored sign-in
+    when it has the consent, else through a new sign-in that asks for the new transport's permissions."""
+    account = _managed_account(account_id)
+    transport = transports.valid(request.form.get("transport"))
+    if transport is None or account.provider != "microsoft":
+        abort(400, "Choose the transport: imap or graph (Microsoft 365 mailboxes only).")
+    if transport == account.transport:
+        flash(f"{account.address} already uses {transports.TRANSPORTS[transport]}.", "info")
+        return redirect(url_for(".index"))
+    switched, _ = transport_switch.try_switch(db(), runtime(), account, transport)
+    if not switched:
+        shared = account.address if accounts.is_shared(account) else None
+        return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id,
+                           transport=transport)
+    requeued = transport_switch.requeue_dead_ends(db(), account) if transport == "graph" else 0
+    db().commit()
+    log.info("mailbox %s switched to %s by %s", account.address, transport, current_user.email)
+    runtime().wakeup.set()
+    flash(f"{account.address} now uses {transports.TRANSPORTS[transport]}."
+          + (f" {requeued} failed repl{'y goes' if requeued == 1 else 'ies go'} out again." if requeued else ""),
+          "success")
+    return redirect(url_for(".index"))
+
+
+def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id: int | None = None,
+                transport: str = "imap"):
     rt = runtime()
     identity, problem = _registered_identity()
     if problem is not None:
@@ -173,10 +214,12 @@ def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id
         return _error_page("The Microsoft 365 app is not registered yet, so mailboxes cannot be connected." + hint,
                            409)
     try:
-        flow = identity.start_connect(rt.settings.callback_url, login_hint=login_hint)
+        flow = identity.start_connect(rt.settings.callback_url, login_hint=login_hint,
+                                      scopes=transports.connect_scopes(transport, bool(shared)))
     except IdentityError as exc:
         return _error_page(exc.explained.message, 502)
-    flow.update(connector_shared=shared, connector_account=account_id, connector_user=current_user.id)
+    flow.update(connector_shared=shared, connector_account=account_id, connector_user=current_user.id,
+                connector_transport=transport)
     cookie[FLOW_KEY] = rt.vault.encrypt(json.dumps(flow)).decode()
     return redirect(flow["auth_uri"])
 
@@ -198,6 +241,7 @@ def callback():
         return _error_page(STATE_MISMATCH)
     shared = flow.pop("connector_shared", None)
     reconnect_id = flow.pop("connector_account", None)
+    transport = transports.valid(flow.pop("connector_transport", None)) or "imap"
     if flow.pop("connector_user", None) != current_user.id:
         log.warning("callback refused: the sign-in was started by another user")
         return _error_page(OTHER_USER)
@@ -211,9 +255,10 @@ def callback():
         log.info("connect ended with %s (AADSTS%s)", request.args.get("error"), explained.code)
         return _error_page(explained.message)
     try:
-        connected = identity.finish_connect(flow, request.args.to_dict())
+        connected = identity.finish_connect(flow, request.args.to_dict(),
+                                            scopes=transports.connect_scopes(transport, bool(shared)))
         if shared:
-            _prove_access(identity, connected, shared)
+            _prove_access(identity, connected, shared, transport)
     except IdentityError as exc:
         return _error_page(exc.explained.message)
     except delegation.AccessRefused as exc:
@@ -223,17 +268,25 @@ def callback():
     except accounts.ConnectRefused as exc:
         session.rollback()
         return _error_page(str(exc), 403)
+    if result.outcome != "joined" and result.account.transport != transport:
+        transport_switch.apply(result.account, transport)
+        if transport == "graph":
+            transport_switch.requeue_dead_ends(session, result.account)
+        session.commit()
     rt.wakeup.set()
     flash(_connected_message(result), "success" if result.outcome != "joined" else "info")
     return redirect(url_for(".index"))
 
 
-def _prove_access(identity, connected, shared: str) -> None:
+def _prove_access(identity, connected, shared: str, transport: str = "imap") -> None:
     """The delegate's fresh token must open the shared mailbox before anything is stored (see delegation.py)."""
     rt = runtime()
     session = db()
     folder = accounts.folder_to_prove(session, shared)
     session.commit()  # no transaction is held across the IMAP sign-in
+    if transport == "graph":
+        from ..transport.graph_open import prove_shared_access
+        return prove_shared_access(rt, identity, connected, shared, folder)
     token, _ = identity.mail_token(connected.token_cache, connected.home_account_id)
     ms = rt.settings.microsoft
     delegation.prove_full_access(ms.imap_host, ms.imap_port, rt.settings.ca_bundle, shared=shared,

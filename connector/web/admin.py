@@ -14,6 +14,7 @@ from ..identity.google import CONNECT_SCOPES as GOOGLE_SCOPES
 from ..identity.microsoft import CONNECT_SCOPES, IdentityError
 from ..blobs import read_blob
 from ..models import Account, ImportFailure, User
+from ..transport import choice as transports
 from .context import db, runtime
 from .security import admin_required
 
@@ -41,6 +42,12 @@ class GoogleAppForm(FlaskForm):
     client_id = StringField("Client ID", validators=[DataRequired(), Length(max=255)])
     client_secret = PasswordField("Client secret", validators=[Length(max=500)])
     submit = SubmitField("Save")
+
+
+class TransportForm(FlaskForm):
+    transport = SelectField("Transport for new mailboxes",
+                            choices=[SelectChoice(k, v) for k, v in transports.TRANSPORTS.items()])
+    submit = SubmitField("Set as default")
 
 
 class NewUserForm(FlaskForm):
@@ -79,7 +86,11 @@ def microsoft():
     current = registration.view(session, rt.settings)
     if not form.is_submitted() and current is not None:
         form.client_id.data, form.tenant.data = current.client_id, current.tenant
+    transport_form = TransportForm(formdata=None, transport=transports.default_transport(session))
     return render_template("admin/microsoft.html", form=form, current=current, error=error,
+                           transport_form=transport_form, graph_permissions=transports.GRAPH_PERMISSIONS,
+                           graph_scopes=" ".join(["offline_access", "openid", "profile"]
+                                                 + transports.connect_scopes("graph", False)),
                            callback_url=rt.settings.callback_url, permissions=PERMISSIONS,
                            scopes=" ".join(["offline_access", "openid", "profile"] + CONNECT_SCOPES),
                            authority_host=rt.settings.microsoft.authority_host), status
@@ -118,6 +129,19 @@ def google():
                            callback_url=google_registration.callback_url(rt.settings),
                            callback_problem=google_registration.callback_problem(rt.settings),
                            scopes=" ".join(GOOGLE_SCOPES), authority=rt.settings.google.authority), status
+
+
+@bp.post("/microsoft/transport")
+@admin_required
+def default_transport():
+    """Admins only (CSRF-checked): the transport the connect form proposes for new mailboxes."""
+    form = TransportForm()
+    if not form.validate_on_submit():
+        abort(400, "Choose IMAP and SMTP or Microsoft Graph.")
+    transports.set_default_transport(db(), form.transport.data, current_user.email)
+    db().commit()
+    flash(f"New mailboxes connect with {transports.TRANSPORTS[form.transport.data]} by default.", "success")
+    return redirect(url_for(".microsoft"))
 
 
 @bp.route("/users", methods=["GET", "POST"])
