@@ -1,7 +1,7 @@
 """the Google OAuth client for Gmail and Workspace mailboxes
 
-Revision ID: 0009
-Revises: 0011
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03 10:00:00
 
 One row (id 1), like `app_registration` for Microsoft: the client ID and the client secret encrypted
@@ -15,8 +15,8 @@ Numbered 0009 (0010 is taken by work merged alongside); it follows main's newest
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0009'
-down_revision = '0011'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

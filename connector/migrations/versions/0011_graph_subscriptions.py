@@ -1,8 +1,8 @@
 """Microsoft Graph change-notification subscriptions per mailbox, and the news their notifications leave;
 `app_settings` (key/value) for what admins set on the pages, such as the default transport of new mailboxes
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-03 10:00:00
 
 Numbered 0010 because 0009 is reserved for work not merged yet; it follows 0011, main's head at the last
@@ -12,8 +12,8 @@ tables here depend only on `accounts`).
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0010'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
