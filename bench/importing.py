@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from .database import describe
 from .env import BenchEnv, percentile, run_measured  # noqa: F401
 
 SIZES = {"tiny": 60, "full": 10_000}
@@ -102,9 +103,9 @@ def raw_fetch(env: BenchEnv, account_id: int, address: str, batch_size: int) -> 
     return {"seconds": seconds, "messages": count, "bytes": size}
 
 
-def run(workdir: Path, size: str = "full", log=print) -> dict:
+def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite") -> dict:
     n = SIZES[size]
-    with BenchEnv(workdir) as env:
+    with BenchEnv(workdir, database=database) as env:
         boxes = []
         for tag in ("", "2"):  # two mailboxes of the same mails: the import runs twice, as the reference does
             address = env.add_user(f"big{tag}")
@@ -188,18 +189,16 @@ def run(workdir: Path, size: str = "full", log=print) -> dict:
             "tickets": check["tickets"], "failures": sum(c["failures"] for c in checks),
             "bodies_pending": sum(c["pending"] for c in checks), "attachments": check["attachments"],
             "all_articles": [c["articles"] for c in checks],
-            "summary": summary,
+            "summary": summary, "database": database, "postgresql": env.database_settings,
         }
 
 
 def _all_tickets(env: BenchEnv, account_id: int, count: int):
     """A watch for run_measured: has the import committed all `count` mails (read-only, no lock taken)?"""
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{env.db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    reader = env.reader()
 
     def ready() -> bool:
-        row = conn.execute("SELECT sync_total, sync_done FROM accounts WHERE id = ?", (account_id,)).fetchone()
+        row = reader.one("SELECT sync_total, sync_done FROM accounts WHERE id = ?", account_id)
         return bool(row) and row[0] == count and row[1] >= count
     return ready
 
@@ -207,7 +206,10 @@ def _all_tickets(env: BenchEnv, account_id: int, count: int):
 def report(r: dict) -> list[str]:
     ok_ratio = r["tickets_ratio"] >= 0.4
     ok_rss = r["peak_rss_mb"] < 300
+    where = "raw mail in the database (`blobs.data`, lz4), " if r.get("database") == "postgresql" else ""
     return [
+        *([f"- Database: {describe(r['postgresql'])}; {where}the import writes over a local TCP connection."]
+          if r.get("postgresql") else []),
         f"- Mailbox: {r['messages']:,} mails, {r['mb']} MB (corpus cycled, unique Message-IDs); "
         f"fetch batch {r['batch_size']}.",
         f"- Reference, plain IMAPClient fetch over TLS: {r['raw_seconds']} s (runs {r['raw_runs']}), "
