@@ -1,4 +1,5 @@
-"""Body, HTML and attachments of mails that a big import took from their headers only (see sync.py).
+"""Body, HTML, display and attachments of mails that a big import took from their headers only (see
+sync.py), and of mails stored before the display model existed (revision 0008).
 
 The raw mail is stored at import, so nothing waits on this but the full text search: the worker
 extracts pending articles in the background soon after the import, and reading an article (ticket
@@ -6,6 +7,12 @@ page, API, reply quote) extracts it on the spot. Each article is claimed by a co
 (`... WHERE body_pending`), so two processes that race on it store its attachments once. Every parse
 runs under the same time budget as the sync's (parse_pool.py): a mail over it keeps an empty body and a
 note saying so, and the ticket page opens anyway.
+
+An incoming mail stored before revision 0008 has no display model: reading it re-reads it from its raw
+mail the same way (claimed by `display IS NULL`), replacing its text, HTML and attachments with what
+today's rules find (forwarded mails' text and attachments, inline text parts). If that fails (the raw
+mail is gone from the blob folder, the parse overran its budget), the article keeps what it had and is
+shown as before; either way it is not tried again (`display` is then '').
 """
 from __future__ import annotations
 
@@ -13,18 +20,29 @@ import collections
 import logging
 from typing import Callable, Iterable
 
-from sqlalchemy import bindparam, case, select, true, update
+from sqlalchemy import and_, bindparam, case, delete, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from . import bulk_insert, parse_pool
 from .blobs import BlobFiles
 from .db import Database
+from .mail.display import assemble
 from .mail.parse import ParsedMail
 from .models import Article, Attachment, Blob
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 50
 _PENDING = Article.body_pending == true()  # this exact term is what lets SQLite use the partial index
+# Stored before the display model (revision 0008): read again from the raw mail when it is opened.
+_LEGACY = and_(Article.body_pending.is_(False), Article.display.is_(None), Article.direction == "in",
+               Article.raw_sha256.is_not(None))
+_EMPTY_DISPLAY = assemble([], [], 0).display
+
+
+def needs_extraction(article: Article) -> bool:
+    """Is this article's body still to be read from its raw mail (a big import, or stored before 0008)?"""
+    return article.body_pending or (article.display is None and article.direction == "in"
+                                    and article.raw_sha256 is not None)
 
 
 def pending_ids(session: Session, account_ids: Iterable[int] | None = None, limit: int = BATCH_SIZE,
@@ -40,7 +58,7 @@ def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes
     rows = session.execute(select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
                                   case((Blob.pack.is_(None), Blob.data), else_=None))
                            .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
-                           .where(Article.id.in_(article_ids), _PENDING)
+                           .where(Article.id.in_(article_ids), or_(_PENDING, _LEGACY))
                            .order_by(Article.id)).all()
     files = BlobFiles.for_bind(session.get_bind()) if any(row[2] for row in rows) else None
     return [(article_id, data if pack is None else
@@ -60,50 +78,58 @@ def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int, budget: floa
     return results
 
 
-def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | None]]) -> int:
+def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | None]], legacy: bool = False) -> int:
     """Write what was extracted, for the articles still pending; returns how many this call stored.
 
     The articles are claimed first, all with one conditional UPDATE ... RETURNING: the rows it
     returns are this transaction's (SQLite's write lock, PostgreSQL's row locks), so a racing
     extractor claims none of them and stores no attachment twice. Their texts then go in with one
-    statement run for every row.
+    statement run for every row. `legacy`: also claim articles stored before the display model (with a
+    second UPDATE, so that each is known for what it is), whose attachments are replaced.
     """
     conn = session.connection()
-    claimed = set(conn.scalars(update(Article).where(Article.id.in_([article_id for article_id, _ in results]),
-                                                     _PENDING)
+    ids = [article_id for article_id, _ in results]
+    claimed = set(conn.scalars(update(Article).where(Article.id.in_(ids), _PENDING)
                                .values(body_pending=False).returning(Article.id)))
+    again = set(conn.scalars(update(Article).where(Article.id.in_(ids), _LEGACY).values(display="")
+                             .returning(Article.id))) if legacy else set()
     blobs: dict[str, bytes] = {}
     attachment_rows: list[dict] = []
     texts: list[dict] = []
     for article_id, parsed in results:
-        if article_id not in claimed:
+        if article_id not in claimed and article_id not in again:
             continue  # extracted meanwhile by someone else
         if isinstance(parsed, ParsedMail):
             texts.append(dict(article=article_id, text=parsed.body_text, html=parsed.body_html,
-                              note="\n".join(parsed.notes)))
+                              note="\n".join(parsed.notes), display=parsed.display))
             attachment_rows.extend(dict(row, article_id=article_id)
                                    for row in bulk_insert.attachment_values(parsed.attachments, blobs))
+            continue
+        if parsed is None:
+            note = "the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
+        elif isinstance(parsed, parse_pool.ParseTimeout):
+            note = (f"reading this mail took longer than the {parsed.budget:g} s budget, so its body and "
+                    "attachments were not extracted: download the original (raw) to read it")
         else:
-            if parsed is None:
-                note = "the raw mail is missing or damaged in the blob folder: restore the folder from a backup"
-            elif isinstance(parsed, parse_pool.ParseTimeout):
-                note = (f"reading this mail took longer than the {parsed.budget:g} s budget, so its body and "
-                        "attachments were not extracted: download the original (raw) to read it")
-            else:
-                note = f"the body could not be extracted ({parsed}): download the original"
-            log.warning("article %s: %s", article_id, note)
-            texts.append(dict(article=article_id, text="", html=None, note=note))
+            note = f"the body could not be extracted ({parsed}): download the original"
+        log.warning("article %s: %s", article_id, note)
+        if article_id in claimed:  # one stored before the display model keeps what it had (its display is '')
+            texts.append(dict(article=article_id, text="", html=None, note=note, display=_EMPTY_DISPLAY))
+    replaced = [dict(article=t["article"]) for t in texts if t["article"] in again]
+    if replaced:
+        conn.execute(delete(Attachment).where(Attachment.article_id == bindparam("article")), replaced)
     if texts:
         conn.execute(update(Article).where(Article.id == bindparam("article"))
-                     .values(body_text=bindparam("text"), body_html=bindparam("html"), notes=bindparam("note")),
+                     .values(body_text=bindparam("text"), body_html=bindparam("html"), notes=bindparam("note"),
+                             display=bindparam("display")),
                      texts)
     bulk_insert.store_blobs(conn, blobs)
     bulk_insert.insert_rows(conn, Attachment, attachment_rows)
-    return len(claimed)
+    return len(claimed) + len(again)
 
 
 def extract(session: Session, article_ids: list[int], *, max_size: int,
-            budget: float = parse_pool.DEFAULT_BUDGET) -> int:
+            budget: float = parse_pool.DEFAULT_BUDGET, legacy: bool = False) -> int:
     """Extract these articles if they are still pending; returns how many were stored. The read is committed
     before parsing (no transaction, so no SQLite write lock, is held while a mail is parsed); the caller
     commits what is stored."""
@@ -111,17 +137,18 @@ def extract(session: Session, article_ids: list[int], *, max_size: int,
         return 0
     parsing_now = _start(_read_raw(session, article_ids), max_size, budget)
     session.commit()
-    return _store(session, parsing_now())
+    return _store(session, parsing_now(), legacy)
 
 
 def ensure_extracted(session: Session, articles: list[Article], *, max_size: int,
                      budget: float = parse_pool.DEFAULT_BUDGET) -> None:
     """Before showing articles: extract the pending ones now and commit, so the reader never sees an empty body.
     Each mail's parse is bounded by `budget`; one over it is shown with a note instead of its body."""
-    waiting = [a for a in articles if a.body_pending]
+    waiting = [a for a in articles if needs_extraction(a)]
     if not waiting:
         return
-    extract(session, [a.id for a in waiting], max_size=max_size, budget=budget)
+    extract(session, [a.id for a in waiting], max_size=max_size, budget=budget,
+            legacy=any(not a.body_pending for a in waiting))
     session.commit()
     for article in waiting:
         session.expire(article)  # reload text, HTML, notes and attachments as stored

@@ -164,6 +164,7 @@ def ingest(session: Session, account: Account, mails: list[FetchedMail]) -> list
             to_addrs=", ".join(a.address for a in headers.to), cc_addrs=", ".join(a.address for a in headers.cc),
             subject=headers.subject, date=naive_utc(headers.date), body_text=parsed.body_text if parsed else "",
             body_html=parsed.body_html if parsed else None, body_pending=parsed is None, raw_sha256=raw_sha,
+            display=parsed.display if parsed else None,
             size=len(raw), is_auto=headers.auto_submitted, is_bounce=headers.is_bounce,
             notes="\n".join(parsed.notes) if parsed else "", imap_uid=uid, created_at=now)
         values.update(storables(values))

@@ -124,6 +124,9 @@ class Account(Base):
     # incremental sync state
     uidvalidity: Mapped[Optional[int]] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Up to which UID the post-import action has run (a move or delete may die after its batch's commit: the
+    # next pass runs it for the mails still in the folder up to last_uid; sync/post_import.py)
+    post_import_done_uid: Mapped[Optional[int]] = mapped_column(BigInteger)
     sync_total: Mapped[int] = mapped_column(Integer, default=0)  # messages in the folder at the last pass
     sync_done: Mapped[int] = mapped_column(Integer, default=0)  # of which imported
     # Where the transport's incremental sync stands when UIDVALIDITY + UID do not say it: Microsoft Graph's
@@ -217,6 +220,9 @@ class Article(Base):
     imap_uid: Mapped[Optional[int]] = mapped_column(BigInteger)
     # Imported from headers only: body, HTML and attachments are still to be extracted from the raw mail.
     body_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What a mail client shows of it, in order (JSON slices of body_text/body_html, see mail/display.py);
+    # None for outgoing mail and for mail stored before revision 0008 (re-read from the raw mail on view).
+    display: Mapped[Optional[str]] = mapped_column(Text)
     author_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

@@ -1,4 +1,4 @@
-"""`tickets.insert_rows` (one multi-row INSERT per chunk on SQLite) stores exactly what SQLAlchemy's
+"""`bulk_insert.insert_rows` (one multi-row INSERT per chunk on SQLite) stores exactly what SQLAlchemy's
 own insert stores: the same values through the same column types, the same defaults, every chunk."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import event, insert, select, text
 
-from connector import tickets
+from connector import bulk_insert
 from connector.models import Account, Article, Blob, Ticket
 
 
@@ -46,7 +46,7 @@ def test_the_same_rows_as_sqlalchemy_insert(rt):
         session.add_all([mine, theirs])
         session.flush()
         conn = session.connection()
-        tickets.insert_rows(conn, Article, _rows(mine.id, _ticket(session, mine.id), 0, 7))
+        bulk_insert.insert_rows(conn, Article, _rows(mine.id, _ticket(session, mine.id), 0, 7))
         other_ticket = Ticket(number=10002, account_id=theirs.id, subject="Printer")
         session.add(other_ticket)
         session.flush()
@@ -63,7 +63,7 @@ def test_the_same_rows_as_sqlalchemy_insert(rt):
 
 def test_rows_beyond_one_statement_go_in_chunks_in_order(rt, monkeypatch, database_backend):
     # 14 columns given and 8 defaulted: 22 parameters a row, so 70 of them allow 3 rows a statement
-    monkeypatch.setattr(tickets, "SQLITE_MAX_VARIABLES", 70)
+    monkeypatch.setattr(bulk_insert, "SQLITE_MAX_VARIABLES", 70)
     statements = []
     event.listen(rt.db.engine, "before_cursor_execute",
            lambda conn, cursor, sql, params, context, many: statements.append(sql.count("(?"))
@@ -73,7 +73,7 @@ def test_rows_beyond_one_statement_go_in_chunks_in_order(rt, monkeypatch, databa
         session.add(account)
         session.flush()
         rows = _rows(account.id, _ticket(session, account.id), 0, 11)
-        tickets.insert_rows(session.connection(), Article, [dict(row, id=500 + i) for i, row in enumerate(rows)])
+        bulk_insert.insert_rows(session.connection(), Article, [dict(row, id=500 + i) for i, row in enumerate(rows)])
         stored = session.execute(select(Article.id, Article.message_id).order_by(Article.id)).all()
         assert stored == [(500 + i, f"<m{i}@x>") for i in range(11)]
     if database_backend == "sqlite":
@@ -85,8 +85,8 @@ def test_bytes_and_the_search_index(rt):
         account = Account(address="desk@x.test")
         session.add(account)
         session.flush()
-        tickets.insert_rows(session.connection(), Blob, [dict(sha256="ab" * 32, size=3, data=b"\x00\xff\n")])
-        tickets.insert_rows(session.connection(), Article, _rows(account.id, _ticket(session, account.id), 0, 2))
+        bulk_insert.insert_rows(session.connection(), Blob, [dict(sha256="ab" * 32, size=3, data=b"\x00\xff\n")])
+        bulk_insert.insert_rows(session.connection(), Article, _rows(account.id, _ticket(session, account.id), 0, 2))
         assert session.get(Blob, "ab" * 32).data == b"\x00\xff\n"
         if session.connection().dialect.name == "sqlite":
             found = session.execute(text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH 'jams'")).all()
@@ -103,10 +103,10 @@ def test_insert_all_gives_each_row_its_own_id_in_order(rt):
         session.flush()
         ticket_id = _ticket(session, account.id)
         conn = session.connection()
-        first = tickets._insert_all(conn, Article, _rows(account.id, ticket_id, 0, 5))
-        second = tickets._insert_all(conn, Article, _rows(account.id, ticket_id, 5, 40))
+        first = bulk_insert.insert_all(conn, Article, _rows(account.id, ticket_id, 0, 5))
+        second = bulk_insert.insert_all(conn, Article, _rows(account.id, ticket_id, 5, 40))
         ids = first + second
         assert len(set(ids)) == 45 and ids == sorted(ids)
         stored = dict(session.execute(select(Article.id, Article.message_id)).all())
         assert [stored[i] for i in ids] == [f"<m{i}@x>" for i in range(45)]
-        assert tickets._insert_all(conn, Article, []) == []
+        assert bulk_insert.insert_all(conn, Article, []) == []

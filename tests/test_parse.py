@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 import connector.mail.parse as parse_module
+from connector.mail.display import FORWARD_MARK
 from connector.mail.parse import Address, Part, header_slice, parse_headers, parse_message
 
 
@@ -443,7 +444,9 @@ def test_crlf_message() -> None:
               "--b\nContent-Type: message/rfc822\n\nSubject: Inner\n\ninner body\n--b--\n",
               crlf=True)
     parsed = parse_message(raw)
-    assert parsed.body_text == "line1\nline2"
+    # the forwarded mail's text joins the body text (search, API) after a header block
+    assert parsed.body_text == ("line1\nline2\n---------- Forwarded message ----------\nSubject: Inner\n\n"
+                                "inner body")
     assert parsed.attachments == [
         Part("Inner.eml", "message/rfc822", b"Subject: Inner\r\n\r\ninner body", None, False)]
 
@@ -537,7 +540,8 @@ def _attachment(headers: str, payload: bytes = b"QUJD", cte: str = "base64") -> 
               b"--m\nContent-Type: text/plain\n\nbody\n--m\n" + headers.encode("latin-1")
               + f"\nContent-Transfer-Encoding: {cte}\n\n".encode() + payload + b"\n--m--\n")
     parsed = parse_message(raw)
-    assert parsed.body_text == "body"
+    # an attached mail's text follows (shown as a forwarded mail), the attachment is the same
+    assert parsed.body_text == "body" or parsed.body_text.startswith("body\n" + FORWARD_MARK)
     assert len(parsed.attachments) == 1
     return parsed.attachments[0]
 
@@ -626,6 +630,11 @@ def test_base64_encoded_attached_message() -> None:
     inner = b"From: b@example.com\nSubject: Encoded\n\nInner text"
     part = _attachment("Content-Type: message/rfc822", base64.encodebytes(inner))
     assert (part.filename, part.data) == ("Encoded.eml", inner)
+    # shown (and searchable) as the mail it encodes, not as its base64
+    parsed = parse_message(msg(BASE + "Content-Type: multipart/mixed; boundary=m\n",
+                               b"--m\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n"
+                               + base64.encodebytes(inner) + b"--m--\n"))
+    assert parsed.body_text == (f"{FORWARD_MARK}\nFrom: b@example.com\nSubject: Encoded\n\nInner text")
 
 
 def test_attached_message_without_subject() -> None:

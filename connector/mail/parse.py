@@ -18,6 +18,7 @@ from datetime import datetime
 from email.message import Message
 
 from .charsets import decode_text
+from .display import Alternative, Html, Image, Mail, Node, Text, assemble, html_nodes, plain_text, text_only, visible
 from .feed import MAX_NESTING
 from .headers import (
     CHARSET_HINT_LIMIT,
@@ -35,7 +36,7 @@ from .headers import (
     read_headers,
     read_message,
 )
-from .htmltext import html_to_text
+from .htmltext import html_shows_something
 from .mime import (
     as_sent,
     attached_bytes,
@@ -92,6 +93,7 @@ class ParsedMail:
     body_html: str | None         # HTML as sent (unsanitised, line breaks as \n), None if none
     attachments: list[Part]
     notes: list[str] = field(default_factory=list)
+    display: str | None = None    # what a mail client shows, in order: JSON, see display.py
 
 
 # --- Headers -----------------------------------------------------------------------------------
@@ -227,20 +229,20 @@ def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail
     if len(raw) > max_size:
         notes.append(f"message exceeds the {_megabytes(max_size)} limit: "
                      "body and attachments not imported")
-        return ParsedMail(parse_headers(raw), "", None, [], notes)
+        return ParsedMail(parse_headers(raw), "", None, [], notes, assemble([], [], 0).display)
     try:
         root = read_message(raw)
         hints = lazy_hints(raw)
         mail_headers = _mail_headers(root, Fields(root, hints), len(raw))
         eol = raw.find(b"\n")
         walker = _Walker(notes, hints, "\r\n" if eol > 0 and raw[eol - 1] == 0x0D else "\n")
-        body_text, body_html = _assemble(walker.walk(root))
-        return ParsedMail(mail_headers, body_text, body_html, walker.attachments, notes)
+        shown = assemble(walker.walk(root), walker.files, len(walker.attachments))
+        return ParsedMail(mail_headers, shown.body_text, shown.body_html, walker.attachments, notes, shown.display)
     except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on absurd nesting
         notes.append(f"MIME structure could not be parsed ({type(exc).__name__}): "
                      "raw body kept as text")
-        body = _newlines(decode_text(raw[header_end(raw):], None))
-        return ParsedMail(parse_headers(raw), body, None, [], notes)
+        shown = text_only(_newlines(decode_text(raw[header_end(raw):], None)))
+        return ParsedMail(parse_headers(raw), shown.body_text, None, [], notes, shown.display)
 
 
 def _as_bytes(raw: object) -> bytes:
@@ -258,31 +260,13 @@ def _megabytes(size: int) -> str:
     return f"{mb:.0f} MB" if mb >= 1 else f"{size} bytes"
 
 
-@dataclass
-class _Piece:
-    """One displayable unit of the body, with its plain and/or HTML rendering."""
-
-    plain: str | None
-    html: str | None
-
-
-def _assemble(pieces: list[_Piece]) -> tuple[str, str | None]:
-    texts: list[str] = []
-    htmls: list[str] = []
-    for piece in pieces:
-        if piece.plain is not None and piece.plain.strip():
-            texts.append(piece.plain)
-        elif piece.html:
-            texts.append(html_to_text(piece.html))
-        if piece.html is not None:
-            htmls.append(piece.html)
-    body_text = "\n".join(t.strip("\n") for t in texts if t.strip())
-    return body_text, ("\n".join(htmls) if htmls else None)
-
-
 _HTML_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""",
                               re.I)
 _CTYPE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`{|}~-]+/[A-Za-z0-9!#$%&'*+.^_`{|}~-]+$")
+# Images the page shows in place (and the attachment route serves inline); others are offered as files.
+SHOWN_IMAGES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/gif", "image/webp"})
+MAX_FORWARDED = 10  # forwarded mails inside forwarded mails shown this deep; deeper ones stay attachments
+_MAILS = ("message/rfc822", "message/global")
 
 
 def _content_type(part: Message) -> tuple[str, bool]:
@@ -301,21 +285,27 @@ def _content_type(part: Message) -> tuple[str, bool]:
 
 
 class _Walker:
-    """Walks the parsed tree once, collecting body pieces and attachments in document order."""
+    """Walks the parsed tree once, in document order: the display nodes (display.py) and the attachments.
+
+    `files` is the attachment list of the mail being walked (the top one, or a forwarded one): the
+    attachments offered for download there, by their index in `attachments`.
+    """
 
     def __init__(self, notes: list[str], hints: Hints, linesep: str) -> None:
         self.notes = notes
         self.hints = hints
         self.linesep = linesep
         self.attachments: list[Part] = []
+        self.files: list[int] = []
         self.count = 0
+        self.forwarded = 0  # forwarded mails around the part being walked
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
 
-    def walk(self, part: Message, depth: int = 0, attach: bool = False) -> list[_Piece]:
-        """Body pieces of ``part``; with ``attach``, a part that is not a multipart is an
+    def walk(self, part: Message, depth: int = 0, attach: bool = False) -> list[Node]:
+        """Display nodes of ``part``; with ``attach``, a part that is not a multipart is an
         attachment whatever its type."""
         self.count += 1
         ctype, broken = _content_type(part)
@@ -326,6 +316,8 @@ class _Walker:
             too_deep = ctype.startswith("multipart/") and depth >= MAX_DEPTH  # the parser kept it whole
             if too_deep:
                 self.note("MIME nesting too deep: innermost parts kept as one attachment")
+            if ctype in _MAILS and part.is_multipart() and not attach and not too_deep:
+                return self._mail(part, ctype, depth)
             if too_deep or tree or attach or part.is_multipart():  # is_multipart: message/*, parsed
                 self._attach(part, ctype, broken)
                 return []
@@ -334,7 +326,7 @@ class _Walker:
             self.note(f"a {ctype} part could not be read ({type(exc).__name__}): skipped")
             return []
 
-    def _multipart(self, part: Message, ctype: str, depth: int) -> list[_Piece]:
+    def _multipart(self, part: Message, ctype: str, depth: int) -> list[Node]:
         children: list[Message] = []
         for child in part.get_payload():
             if self.count + len(children) >= MAX_PARTS:
@@ -345,27 +337,34 @@ class _Walker:
             return self._alternative(children, depth)
         if ctype == "multipart/related":
             return self._related(part, children, depth)
-        pieces: list[_Piece] = []
+        nodes: list[Node] = []
         for child in children:
-            pieces += self.walk(child, depth + 1)
-        return pieces
+            nodes += self.walk(child, depth + 1)
+        return nodes
 
-    def _alternative(self, children: list[Message], depth: int) -> list[_Piece]:
+    def _alternative(self, children: list[Message], depth: int) -> list[Node]:
+        """RFC 2046: the options are the same content, the last the richest. Shown: the last option with
+        HTML that shows something, else the first with text, else the last that shows anything. The
+        attachments of every option are kept (an option not shown may hold the only copy)."""
         options = [self.walk(child, depth + 1) for child in children]
-        plain = html = None
-        for pieces in options:
-            text = "\n".join(p.plain for p in pieces if p.plain is not None)
+        plain = None
+        for nodes in options:
+            text = plain_text(nodes)
             if text.strip():
                 plain = text
                 break
-        for pieces in reversed(options):
-            markup = [p.html for p in pieces if p.html is not None]
-            if markup:
-                html = "\n".join(markup)
-                break
-        return [_Piece(plain, html)] if plain is not None or html is not None else []
+        shown = next((nodes for nodes in reversed(options)
+                      if any(html_shows_something(h.html) for h in html_nodes(nodes))), None)
+        if shown is None and plain is not None:
+            shown = next(nodes for nodes in options if plain_text(nodes).strip())
+            shown = [n for n in shown if not isinstance(n, Html)]
+        if shown is None:
+            shown = next((nodes for nodes in reversed(options) if visible(nodes)), None)
+        if shown is None:  # nothing shows anything: keep the HTML as it was (search text, raw view)
+            shown = next((nodes for nodes in reversed(options) if html_nodes(nodes)), [])
+        return [Alternative(shown, plain)] if shown or plain is not None else []
 
-    def _related(self, part: Message, children: list[Message], depth: int) -> list[_Piece]:
+    def _related(self, part: Message, children: list[Message], depth: int) -> list[Node]:
         if not children:
             return []
         root = 0
@@ -375,13 +374,48 @@ class _Walker:
                 if _content_id(child) == start:
                     root = i
                     break
-        pieces = self.walk(children[root], depth + 1)
+        nodes = self.walk(children[root], depth + 1)
+        markup = "\n".join(h.html for h in html_nodes(nodes)).lower()
         for i, child in enumerate(children):
-            if i != root:
-                pieces += self.walk(child, depth + 1, attach=True)
-        return pieces
+            if i == root:
+                continue
+            cid = _content_id(child)
+            if cid is not None and not child.is_multipart() and f"cid:{cid.lower()}" in markup:
+                self.count += 1  # shown by the HTML: an attachment, not listed again
+                ctype, broken = _content_type(child)
+                self._attach(child, ctype, broken, listed=False)
+            else:
+                nodes += self.walk(child, depth + 1, attach=True)
+        return nodes
 
-    def _leaf(self, part: Message, ctype: str, broken: bool) -> list[_Piece]:
+    def _mail(self, part: Message, ctype: str, depth: int) -> list[Node]:
+        """A forwarded mail: its .eml is an attachment, and it is shown as a quoted mail with its own parts."""
+        index = self._attach(part, ctype, listed=False)
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else None
+        if inner is not None and transfer_encoding(part) in ("base64", "quoted-printable"):
+            inner = read_message(self.attachments[index].data)  # encoded although RFC 2046 forbids it
+        if inner is None or self.forwarded >= MAX_FORWARDED:
+            if inner is not None:
+                self.note(f"forwarded mails nested more than {MAX_FORWARDED} deep are kept as attachments")
+            self.files.append(index)
+            return []
+        h = Fields(inner, self.hints)
+        sender = _sender(h)
+        headers = {"from": _shown_address(sender) if sender else "",
+                   "to": ", ".join(_shown_address(a) for a in _addresses(h, "to")),
+                   "cc": ", ".join(_shown_address(a) for a in _addresses(h, "cc")),
+                   "date": fold_ws(h.text("date") or ""), "subject": h.decoded("subject") or ""}
+        outer_files, self.files = self.files, []
+        self.forwarded += 1
+        try:
+            nodes = self.walk(inner, depth + 1)
+        finally:
+            self.forwarded -= 1
+            files, self.files = self.files, outer_files
+        return [Mail(index, headers, nodes, files)]
+
+    def _leaf(self, part: Message, ctype: str, broken: bool) -> list[Node]:
         disposition = part.get_content_disposition() or ""
         named = bool(self._raw_filename(part))
         if ctype.startswith("multipart/"):  # the stdlib found no boundary to split at
@@ -396,9 +430,13 @@ class _Walker:
             raw_type = fold_ws(header_text(part.get("content-type", ""), self.hints))[:80]
             self.note(f"unparseable Content-Type {raw_type!r} read as text/plain")
             ctype = "text/plain"
-        if ctype not in ("text/plain", "text/html") or disposition == "attachment" or named:
+        if ctype in SHOWN_IMAGES and disposition in ("", "inline"):
+            return [Image(self._attach(part, ctype, broken))]  # RFC 2183: shown in place, and a file
+        if ctype not in ("text/plain", "text/html") or disposition == "attachment" \
+                or (named and disposition != "inline"):
             self._attach(part, ctype, broken)
             return []
+        file = self._attach(part, ctype, broken) if named else None  # inline with a name: shown and a file
         data = decode_payload(part, self.notes)
         charset = param(part, "charset") or None
         if ctype == "text/plain":
@@ -408,17 +446,18 @@ class _Walker:
             text = _newlines(decode_text(data, charset, self.notes))
             if param(part, "format").lower() == "flowed":
                 text = unflow(text, param(part, "delsp").lower() == "yes")
-            return [_Piece(text, None)]
+            return [Text(text, file)]
         if not charset:
             m = _HTML_CHARSET_RE.search(data, 0, 4096)
             charset = m.group(1).decode("ascii") if m else None
-        return [_Piece(None, _newlines(decode_text(data, charset, self.notes)))]
+        return [Html(_newlines(decode_text(data, charset, self.notes)), file)]
 
     def _raw_filename(self, part: Message) -> str:
         return (param(part, "filename", "content-disposition", self.hints)
                 or param(part, "name", "content-type", self.hints))
 
-    def _attach(self, part: Message, ctype: str, broken: bool = False) -> None:
+    def _attach(self, part: Message, ctype: str, broken: bool = False, listed: bool = True) -> int:
+        """Keep the part as an attachment; its index. `listed`: offered for download in this mail's list."""
         disposition = part.get_content_disposition() or ""
         if part.is_multipart():  # an attached message or a multipart nested too deep
             data = attached_bytes(part, self.linesep)
@@ -430,7 +469,7 @@ class _Walker:
         content_id = _content_id(part)
         inline = disposition == "inline" or (disposition == "" and content_id is not None)
         if not filename:
-            if ctype in ("message/rfc822", "message/global"):
+            if ctype in _MAILS:
                 filename = _eml_name(data, self.notes)
             else:
                 filename = default_filename(ctype, inline)
@@ -439,11 +478,20 @@ class _Walker:
             self.note(f"part with unparseable Content-Type {fold_ws(raw_type)[:80]!r} "
                       f"kept as attachment {filename!r}")
         self.attachments.append(Part(filename, ctype, data, content_id, inline))
+        index = len(self.attachments) - 1
+        if listed:
+            self.files.append(index)
+        return index
 
     def _add_file(self, name: str, data: bytes) -> None:
         filename = _clean_filename(name, self.notes) or "attachment.bin"
         ctype = mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
         self.attachments.append(Part(filename, ctype, data, None, False))
+        self.files.append(len(self.attachments) - 1)
+
+
+def _shown_address(address: Address) -> str:
+    return f"{address.name} <{address.address}>" if address.name else address.address
 
 
 def _content_id(part: Message) -> str | None:

@@ -51,6 +51,7 @@ MAX_QUOTE_DEPTH = 20  # deeper ">" quoting is shown at this depth
 class SanitizedHtml:
     html: str
     blocked_remote_images: int  # so the UI can offer "N remote images blocked - show"
+    shown_as_text: bool = False  # too complex to sanitise in time: the HTML's text, with a note
 
 
 _TAGS = {
@@ -136,7 +137,7 @@ def sanitize_html(html: str, *, allow_remote_images: bool = False,
     if cleaned is None:
         return SanitizedHtml(_note("This mail's formatting is too complex to show safely, so only its text is "
                                    "shown. The “raw” link of this article downloads it as it was sent.")
-                             + text_to_html(html_to_text(html)), 0)
+                             + text_to_html(html_to_text(html)), 0, True)
     markup, blocked, cids = cleaned
     if cids:
         markup = _fill_in_images(markup, token, cids, cid_url)

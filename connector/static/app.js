@@ -38,8 +38,11 @@ document.addEventListener("submit", (event) => {
   source.searchParams.set("partial", "1");
   let last = null;
 
-  function cell(row, ...children) {
+  // Each cell has its column's class and name (data-label): on a phone the rows become cards (style.css).
+  function cell(row, name, label, ...children) {
     const td = document.createElement("td");
+    td.className = name;
+    if (label) td.dataset.label = label;
     td.append(...children);  // strings become text nodes
     row.append(td);
     return td;
@@ -49,33 +52,33 @@ document.addEventListener("submit", (event) => {
     const row = document.createElement("tr");
     row.dataset.ticketId = String(t.id);
     row.dataset.updated = t.updated_at;
-    cell(row, String(t.number));
+    cell(row, "num", "#", String(t.number));
     const link = document.createElement("a");
     link.href = new URL(t.url, window.location.origin).pathname;  // always a path on this site
     link.textContent = t.subject;
-    cell(row, link);
+    cell(row, "subject", null, link);
     if (t.customer_name) {
       const address = document.createElement("small");
       address.className = "muted";
       address.textContent = t.customer_address;
-      cell(row, t.customer_name, document.createElement("br"), address);
+      cell(row, "customer", "Customer", t.customer_name, document.createElement("br"), address);
     } else {
-      cell(row, t.customer_address);
+      cell(row, "customer", "Customer", t.customer_address);
     }
-    cell(row, t.account);
+    cell(row, "mailbox", "Mailbox", t.account);
     const badge = document.createElement("span");
     badge.className = "badge";
     badge.textContent = t.status;
-    cell(row, badge);
-    cell(row, String(t.article_count));
-    cell(row, t.updated);
+    cell(row, "status", "Status", badge);
+    cell(row, "count", "Articles", String(t.article_count));
+    cell(row, "updated", "Updated", t.updated);
     return row;
   }
 
   function emptyRow(text) {
     const row = document.createElement("tr");
     row.className = "empty";
-    cell(row, text).colSpan = 7;
+    cell(row, "", null, text).colSpan = 7;
     return row;
   }
 
@@ -102,7 +105,13 @@ document.querySelectorAll("iframe.mail-html").forEach(async (frame) => {
       if (doc && doc.documentElement) frame.style.height = (doc.documentElement.scrollHeight + 8) + "px";
     } catch (e) { /* keep the default height */ }
   };
-  frame.addEventListener("load", () => { fit(); setTimeout(fit, 300); });
+  frame.addEventListener("load", () => {
+    fit();
+    setTimeout(fit, 300);
+    try {
+      if (window.ResizeObserver && frame.contentDocument) new ResizeObserver(fit).observe(frame.contentDocument.documentElement);
+    } catch (e) { /* sized once is enough */ }
+  });
   const note = frame.nextElementSibling;
   try {
     const response = await fetch(frame.dataset.blockedSrc, { credentials: "same-origin" });

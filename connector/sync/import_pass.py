@@ -22,7 +22,7 @@ from ..models import Account
 from ..transport.base import Mailbox
 from .errors import PassResult, SyncError
 from .fetcher import Fetcher
-from .post_import import action_for
+from .post_import import ActionProgress, catch_up
 from .quarantine import record_failure
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ class ImportPass:
                             account.address, account.uidvalidity, state.uidvalidity)
             account.uidvalidity = state.uidvalidity
             account.last_uid = 0
+            account.post_import_done_uid = 0
+            self.fence.commit(session)
+        if catch_up(self.mailbox, account):
             self.fence.commit(session)
         uids = self.mailbox.uids_after(account.last_uid)
         if not uids:
@@ -58,8 +61,8 @@ class ImportPass:
         batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
         writer = ThreadPoolExecutor(PACK_WRITERS, thread_name_prefix=f"{threading.current_thread().name}-packs") \
             if self.files is not None else None
-        fetcher = Fetcher(self.mailbox, batches, lambda fetched: self._prepare(fetched, writer),
-                          action_for(self.mailbox, account))
+        self.progress = ActionProgress(self.mailbox, account)
+        fetcher = Fetcher(self.mailbox, batches, lambda fetched: self._prepare(fetched, writer), self.progress)
         fetcher.start()
         try:
             for batch, parsed in fetcher.parsed_batches():
@@ -70,6 +73,10 @@ class ImportPass:
             fetcher.finish()
             if writer is not None:
                 writer.shutdown(wait=True)
+        before = account.post_import_done_uid
+        self.progress.mark(account, finished=True)  # every queued action has run (or one failed)
+        if account.post_import_done_uid != before:
+            self.fence.commit(session)
         return self.result
 
     def _prepare(self, fetched: list[tuple[int, bytes]], writer: ThreadPoolExecutor | None):
@@ -124,6 +131,7 @@ class ImportPass:
         if not blocked:
             account.last_uid = max(account.last_uid, batch[-1])  # vanished mails count as done
         account.sync_done = min(total, (account.sync_done or 0) + len(batch))
+        self.progress.mark(account)
         self.fence.commit(session)
         first = good[0].packed if good else None
         if first is not None and not any(o in ("new_ticket", "follow_up") for o in outcomes.values()):

@@ -13,10 +13,10 @@ from wtforms.validators import DataRequired, Length
 from .. import accounts, outbox, tickets
 from ..mail.compose import ComposeError, OutgoingFile
 from ..mail.filenames import content_disposition, display_filename
-from ..mail.sanitize import sanitize_html, text_to_html
+from ..mail.sanitize import INLINE_HTML_LIMIT, sanitize_html, text_to_html
 from ..blobs import read_blob
 from ..models import TICKET_STATUSES, Article, Attachment
-from . import params
+from . import article_view, params
 from .context import db, readable_ticket, runtime
 
 bp = Blueprint("tickets", __name__)
@@ -110,8 +110,8 @@ def show(ticket_id: int):
     reply_form = ReplyForm()
     if not reply_form.body.data:
         reply_form.body.data = outbox.reply_quote(ticket)
-    return render_template("tickets/show.html", ticket=ticket, status_form=form, reply_form=reply_form,
-                           text_to_html=text_to_html)
+    views = {article.id: article_view.view(article) for article in ticket.articles}
+    return render_template("tickets/show.html", ticket=ticket, status_form=form, reply_form=reply_form, views=views)
 
 
 @bp.post("/tickets/<int:ticket_id>/reply")
@@ -198,12 +198,44 @@ def _article_or_404(ticket_id: int, article_id: int) -> Article:
     return article
 
 
+def _part() -> int | None:
+    """The `part` parameter of a mail body: which HTML part of the mail (0, 1, ...); absent: all of its HTML."""
+    value = request.args.get("part")
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 6):
+        raise params.BadParameter("part must be a whole number (which HTML part of the mail), or left out.")
+    return int(value)
+
+
+def _html_of(article: Article, part: int | None) -> tuple[str, str | None]:
+    """(HTML, plain text to show instead if the HTML cannot be shown) of one HTML part of the mail, or of
+    all its HTML without `part`; 404 for a part it does not have."""
+    if part is None:
+        return article.body_html or "", None
+    model = article_view.model_of(article)
+    parts = article_view.html_parts(model) if model is not None else []
+    if part >= len(parts):
+        abort(404, "This mail has no such part.")
+
+    def piece(text: str, span) -> str:
+        try:
+            return text[max(0, int(span[0])):max(0, int(span[1]))]
+        except (TypeError, ValueError, IndexError):
+            return ""
+    node = parts[part]
+    alt = piece(article.body_text or "", node["alt"]) if node.get("alt") else None
+    return piece(article.body_html or "", node.get("r")), alt
+
+
 @bp.get("/tickets/<int:ticket_id>/articles/<int:article_id>/body")
 @login_required
 def article_body(ticket_id: int, article_id: int):
-    """The sanitised HTML of one mail, for the sandboxed frame; remote images only when asked."""
+    """The sanitised HTML of one mail (or of one of its HTML parts), for a sandboxed frame; remote images
+    only when asked."""
     article = _article_or_404(ticket_id, article_id)
     allow_remote = params.flag("images")
+    html, alt = _html_of(article, _part())
     by_cid = {(a.content_id or "").strip("<>"): a.id for a in article.attachments if a.content_id}
 
     def cid_url(cid: str) -> str | None:
@@ -211,12 +243,17 @@ def article_body(ticket_id: int, article_id: int):
         return url_for(".attachment", ticket_id=ticket_id, attachment_id=attachment_id, inline=1) \
             if attachment_id else None
 
-    if article.body_html:
-        clean = sanitize_html(article.body_html, allow_remote_images=allow_remote, cid_url=cid_url)
-        html, blocked = clean.html, clean.blocked_remote_images
+    blocked = 0
+    if html and alt is not None and len(html) > INLINE_HTML_LIMIT:
+        page_html = text_to_html(alt)  # too long to show as HTML: the mail's own plain text instead
+    elif html:
+        clean = sanitize_html(html, allow_remote_images=allow_remote, cid_url=cid_url)
+        page_html, blocked = clean.html, clean.blocked_remote_images
+        if clean.shown_as_text and alt is not None:
+            page_html = text_to_html(alt)  # too complex to sanitise in time: the plain alternative
     else:
-        html, blocked = text_to_html(article.body_text or ""), 0
-    page = render_template("tickets/body.html", html=html)
+        page_html = text_to_html(article.body_text or "") if alt is None else text_to_html(alt)
+    page = render_template("tickets/body.html", html=page_html)
     response = Response(page, mimetype="text/html")
     # Sec-Fetch-Dest is set by the browser alone (a page cannot forge it); without it, the strict sandbox.
     in_frame = request.headers.get("Sec-Fetch-Dest") == "iframe"
@@ -231,9 +268,10 @@ def article_body(ticket_id: int, article_id: int):
 @login_required
 def article_blocked(ticket_id: int, article_id: int):
     article = _article_or_404(ticket_id, article_id)
-    if not article.body_html:
+    html, _ = _html_of(article, _part())
+    if not html:
         return jsonify(blocked=0)
-    return jsonify(blocked=sanitize_html(article.body_html).blocked_remote_images)
+    return jsonify(blocked=sanitize_html(html).blocked_remote_images)
 
 
 @bp.get("/tickets/<int:ticket_id>/attachments/<int:attachment_id>")
@@ -247,10 +285,9 @@ def attachment(ticket_id: int, attachment_id: int):
     data = read_blob(db(), row.blob_sha256)
     if data is None:
         abort(404, "The bytes of this attachment are missing from the blob folder; restore it from a backup.")
-    inline_image = params.flag("inline") and row.content_type in {
-        "image/png", "image/jpeg", "image/gif", "image/webp"}
-    response = Response(data, mimetype=row.content_type if inline_image else "application/octet-stream")
-    response.headers["Content-Disposition"] = content_disposition("inline" if inline_image else "attachment",
+    shown_as = article_view.SHOWN_INLINE_IMAGES.get(row.content_type) if params.flag("inline") else None
+    response = Response(data, mimetype=shown_as or "application/octet-stream")
+    response.headers["Content-Disposition"] = content_disposition("inline" if shown_as else "attachment",
                                                                   row.filename)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"

@@ -115,12 +115,16 @@ class Worker:
         for account_id in held.keys() - wanted:
             self.mailboxes.leave(account_id)  # another worker's now (one joined), or no longer syncable
         self.mailboxes.follow_settings(held.keys() & wanted)
+        taken = False
         for account_id in sorted(wanted - held.keys()):
             if self._stop.is_set():
                 return
             token = self.leases.claim(account_id)
             if token is not None:
                 self.mailboxes.start(account_id, token)
+                taken = True
+        if taken:  # a mailbox taken over (after a crash, or from a worker that left) may have bodies pending
+            self.extractor.wake()
         if int(time.monotonic()) % 60 < TICK:
             self.registry.forget_the_dead()
 

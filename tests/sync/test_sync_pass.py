@@ -211,3 +211,33 @@ def test_a_changed_encryption_key_is_explained_not_crashed(mail_app, org, ca, ag
         from connector.models import OutboxItem
         item = session.scalar(select(OutboxItem).where(OutboxItem.article_id == article_id))
         assert item.state == "failed" and "cannot be decrypted" in item.last_error
+
+
+def test_a_move_that_did_not_run_after_its_commit_runs_at_the_next_pass(mail_app, org, ca, agent, dovecot,
+                                                                         monkeypatch):
+    """The connection breaks (or the worker dies) after a batch's commit, before its move: the mails stay in
+    INBOX, imported. The next pass moves them, and only them: mails imported before "move" was chosen
+    stay where they are."""
+    from connector.transport.imap import ImapTransport
+
+    account_id, address = connect(mail_app, org, ca, agent)
+    dovecot.deliver(address, make_mail(to=address, subject="before", message_id="<before@example.net>"))
+    run_pass(mail_app, account_id)  # imported while the action was "keep"
+    _set_action(mail_app, account_id, "move", "Imported")
+    for i in range(3):
+        dovecot.deliver(address, make_mail(to=address, subject=f"stuck {i}", message_id=f"<stuck{i}@example.net>"))
+    real = ImapTransport.after_import
+
+    def broken(self, uids, action, folder):
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(ImapTransport, "after_import", broken)
+    assert run_pass(mail_app, account_id).imported == 3
+    assert len(dovecot.messages(address)) == 4  # imported, not moved
+    monkeypatch.setattr(ImapTransport, "after_import", real)
+    dovecot.deliver(address, make_mail(to=address, subject="new", message_id="<new@example.net>"))
+    assert run_pass(mail_app, account_id).imported == 1
+    assert [m["message_id"] for m in dovecot.messages(address)] == ["<before@example.net>"]
+    assert sorted(m["message_id"] for m in dovecot.messages(address, "Imported")) == \
+        ["<new@example.net>", "<stuck0@example.net>", "<stuck1@example.net>", "<stuck2@example.net>"]
+    assert counts(mail_app, account_id) == (5, 5)
