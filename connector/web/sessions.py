@@ -32,7 +32,7 @@ def _now() -> int:
 
 def start(user: User) -> None:
     """Begin a new session for `user`: nothing of the old one is kept."""
-    session.clear()
+    session.clear()  # (the reason a previous session ended goes too)
     g.pop("csrf_token", None)  # Flask-WTF keeps the request's token here too
     login_user(user)
     session[GENERATION] = user.session_generation
@@ -67,11 +67,17 @@ def load_user(user_id: str) -> User | None:
     return user
 
 
+ENDED = "_ended"
+
+
 def _over(message: str) -> None:
     session.clear()
-    g.session_ended = message  # said on the way to the sign-in page (see security.unauthorized)
+    # Said on the way to the sign-in page (see security.unauthorized). Kept in the cookie too: the request
+    # that finds the session over may be a page's background refresh, not the page the person opens next.
+    g.session_ended = message
+    session[ENDED] = message
 
 
 def flash_reason(default: str) -> None:
     """Say why the sign-in page is shown: the session that just ended, else `default`."""
-    flash(g.pop("session_ended", None) or default, "info")
+    flash(g.pop("session_ended", None) or session.pop(ENDED, None) or default, "info")
