@@ -4,7 +4,7 @@
 over line by line and re-scans each line against every open boundary: about half of a mail's parse.
 Most real mail is simply built, though: clean header blocks, one boundary per multipart, every
 multipart closed. For such a mail `read_simple` builds the tree the feed parser would build (the same
-`BoundedMessage` objects with the same headers, payloads, preambles and epilogues) by cutting the text
+`BoundedMessage` objects (with a faster `get`) with the same headers, payloads, preambles and epilogues) by cutting the text
 at its boundary lines with `str.find`, and the rest of `parse.py` (the walk, the decoding, the display
 model) runs on it unchanged. So the fast path cannot give another body, HTML, attachment or display:
 only the tree is built differently, and tests/test_fastpath.py checks on every corpus mail that the
@@ -43,6 +43,53 @@ def _without_eol(text: str) -> str:
     if text.endswith("\r\n"):
         return text[:-2]
     return text[:-1] if text.endswith(("\n", "\r")) else text
+
+
+class _Part(BoundedMessage):
+    """A `BoundedMessage` that finds a field through a dictionary: the walk asks each part for the same few
+    fields many times, and `Message.get` compares every field's lowercased name each time. The same answers:
+    the first field of that name, read through the policy; any change to the fields drops the dictionary."""
+
+    _index: dict[str, tuple[str, str]] | None = None
+
+    def _fields(self) -> dict[str, tuple[str, str]]:
+        if self._index is None:
+            index: dict[str, tuple[str, str]] = {}
+            for name, value in self._headers:
+                index.setdefault(name.lower(), (name, value))
+            self._index = index
+        return self._index
+
+    def get(self, name, failobj=None):
+        found = self._fields().get(name.lower())
+        return failobj if found is None else self.policy.header_fetch_parse(*found)
+
+    def __contains__(self, name) -> bool:
+        return name.lower() in self._fields()
+
+    def set_raw(self, name, value) -> None:
+        self._index = None
+        super().set_raw(name, value)
+
+    def __setitem__(self, name, value) -> None:
+        self._index = None
+        super().__setitem__(name, value)
+
+    def __delitem__(self, name) -> None:
+        self._index = None
+        super().__delitem__(name)
+
+    def replace_header(self, name, value) -> None:
+        self._index = None
+        super().replace_header(name, value)
+
+    def add_header(self, name, value, **params) -> None:
+        self._index = None
+        super().add_header(name, value, **params)
+
+    def set_boundary(self, boundary) -> None:
+        self._index = None
+        super().set_boundary(boundary)
 
 
 class _NotSimple(Exception):
@@ -86,7 +133,7 @@ class _Builder:
         self.parts += 1
         if self.parts > MAX_PARTS:
             raise _NotSimple
-        msg = BoundedMessage(policy=POLICY)
+        msg = _Part(policy=POLICY)
         body = self._headers(msg, start, end, root)
         maintype = msg.get_content_maintype()
         if maintype == "message" or msg.get_content_type() == "multipart/digest":

@@ -48,6 +48,21 @@ def parse_whole(raws: list[bytes]) -> list[bool]:
     return flags
 
 
+def _headers_where_whole_failed(collect, raws: list[bytes], whole: list[bool], max_size: int, budget: float):
+    """A backlog's mail parsed whole that overran the budget (or whose parser died) is taken from its headers
+    instead, as a backlog's mails were before they were parsed whole: it becomes a ticket at once, and the
+    extraction afterwards notes on it why its body is missing (a mail that fails even so is quarantined)."""
+    def results() -> list:
+        parsed = collect()
+        failed = [i for i, (flag, one) in enumerate(zip(whole, parsed)) if flag and isinstance(one, BaseException)]
+        if failed:
+            again, _ = parse_pool.start([raws[i] for i in failed], headers_only=True, max_size=max_size, budget=budget)
+            for i, one in zip(failed, again()):
+                parsed[i] = one
+        return parsed
+    return results
+
+
 class ImportPass:
     def __init__(self, rt, mailbox: Mailbox, fence, files: blobs.BlobFiles | None,
                  should_stop=lambda: False) -> None:
@@ -103,8 +118,13 @@ class ImportPass:
         parsing raised)], once the pack is durable."""
         mail = self.rt.settings.mail
         raws = [raw for _, raw in fetched]
-        collect, _ = parse_pool.start(raws, headers_only=len(fetched) >= DEFER_BODIES_FROM, whole=parse_whole(raws),
+        backlog = len(fetched) >= DEFER_BODIES_FROM
+        whole = parse_whole(raws) if backlog else None
+        collect, _ = parse_pool.start(raws, headers_only=backlog, whole=whole,
                                       max_size=mail.max_message_bytes, budget=mail.parse_timeout_seconds)
+        if whole is not None:
+            collect = _headers_where_whole_failed(collect, raws, whole, mail.max_message_bytes,
+                                                  mail.parse_timeout_seconds)
         written = writer.submit(self.files.write_pack, [raw for _, raw in fetched]) \
             if writer is not None and fetched else None
 
