@@ -2,8 +2,8 @@
 
 `parse.py` reads every mail with the stdlib's feed parser (bounded in feed.py), which hands the body
 over line by line and re-scans each line against every open boundary: about half of a mail's parse.
-Most real mail is simply built, though: clean header blocks, one boundary per multipart, every
-multipart closed. For such a mail `read_simple` builds the tree the feed parser would build (the same
+Most real mail is simply built, though: clean header blocks, one boundary per multipart (a multipart
+whose closing boundary line is missing, which is common, is read as the feed parser reads it). For such a mail `read_simple` builds the tree the feed parser would build (the same
 `BoundedMessage` objects (with a faster `get`) with the same headers, payloads, preambles and epilogues) by cutting the text
 at its boundary lines with `str.find`, and the rest of `parse.py` (the walk, the decoding, the display
 model) runs on it unchanged. So the fast path cannot give another body, HTML, attachment or display:
@@ -14,7 +14,7 @@ A mail qualifies by its structure; anything else goes to the feed parser, which 
 a header block with a line that is not a field (the stdlib repairs such mails, see headers.py), an
 envelope ``From `` line other than the first, a lone CR as a line break, message/* parts (forwarded
 mails, bounces: the feed parser parses them as mails of their own), multipart/digest, a multipart
-without its boundary, without its opening or closing boundary line, with two boundary lines in a row
+without its boundary or its opening boundary line, with two boundary lines in a row
 or a boundary reused inside it, nesting deeper than `MAX_DEPTH`, more parts than `MAX_PARTS`. Every
 step is a `str.find` or one regular expression match per boundary line, so the fast path is linear
 in the size of the mail (hostile mail that would make it do more is refused and goes to the bounded
@@ -215,29 +215,40 @@ class _Builder:
             if found.group("end"):
                 break
             pos = stop
-        if not marks or marks[0][2] or not marks[-1][2] or len(marks) < 2:
-            raise _NotSimple  # no opening boundary, no parts, or no closing boundary
+        closed = bool(marks) and marks[-1][2]
+        if not marks or marks[0][2] or (closed and len(marks) < 2):
+            raise _NotSimple  # no opening boundary, or no parts
         if any(a[1] == b[0] for a, b in zip(marks, marks[1:])):
             raise _NotSimple  # two boundary lines in a row (an empty part)
         if self._names_open_boundary(text, start, marks[0][0]):
             raise _NotSimple
+        # Each part runs from a boundary line to the next; without a closing boundary the last one runs to the end.
+        sections = list(zip([m[1] for m in marks[:-1]], [m[0] for m in marks[1:]]))
+        if not closed:
+            if marks[-1][1] >= end:
+                raise _NotSimple  # the mail ends on a boundary line
+            sections.append((marks[-1][1], end))
         if marks[0][0] > start:
             msg.preamble = _without_eol(text[start:marks[0][0]])
         self.open.append(boundary)
         parts = []
-        for (_, part_start, _), (next_at, _, _) in zip(marks, marks[1:]):
-            part = self.message(part_start, next_at, depth + 1)
+        for part_start, part_end in sections:
+            part = self.message(part_start, part_end, depth + 1)
             if part.get_content_maintype() == "multipart":
                 epilogue = part.epilogue
-                part.epilogue = None if epilogue == "" else _without_eol(epilogue)
+                if epilogue is not None:
+                    part.epilogue = None if epilogue == "" else _without_eol(epilogue)
             else:
                 part._payload = _without_eol(part._payload)
             parts.append(part)
         self.open.pop()
+        msg._payload = parts
+        if not closed:  # as the feed parser reads a multipart cut short: a defect, and no epilogue
+            msg.defects.append(errors.CloseBoundaryNotFoundDefect())
+            return
         closing_end = marks[-1][1]
         if self._names_open_boundary(text, closing_end, end):
             raise _NotSimple
-        msg._payload = parts
         msg.epilogue = text[closing_end:end]
 
     def _names_open_boundary(self, text: str, start: int, end: int) -> bool:
