@@ -8,6 +8,8 @@ as a tree of its own; and most of the corpus must be taken, or the fast path has
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from connector.mail.fastpath import parse_mail, read_simple
@@ -76,3 +78,37 @@ def test_only_simply_built_mails_take_the_fast_path_and_they_read_the_same(raw, 
     if fast is not None:
         assert tree(fast) == tree(read_message(raw))
     assert parse_mail(raw) == parse_message(raw)
+
+
+def _mutations(raw: bytes, rnd: random.Random, count: int):
+    """Line-level damage real mail shows: lines dropped, doubled or cut, a boundary line's dashes or line
+    break changed, the mail cut short."""
+    lines = raw.split(b"\n")
+    for _ in range(count):
+        mutated = list(lines)
+        for _ in range(rnd.randint(1, 3)):
+            i = rnd.randrange(len(mutated))
+            kind = rnd.randrange(6)
+            if kind == 0:
+                del mutated[i]
+            elif kind == 1:
+                mutated.insert(i, mutated[i])
+            elif kind == 2:
+                mutated[i] = mutated[i][:rnd.randrange(len(mutated[i]) + 1)]
+            elif kind == 3:
+                mutated[i] = mutated[i] + b"--" if mutated[i].startswith(b"--") else b"--" + mutated[i]
+            elif kind == 4:
+                mutated[i] = mutated[i].rstrip(b"\r") + b"\r\r"
+            else:
+                mutated = mutated[:i + 1]
+        yield b"\n".join(mutated)
+
+
+@pytest.mark.parametrize("name", NAMES[::4])
+def test_damaged_corpus_mails_read_the_same_either_way(name):
+    rnd = random.Random(name)
+    for raw in _mutations(load_mail(name).raw, rnd, 12):
+        fast = read_simple(raw)
+        if fast is not None:
+            assert tree(fast) == tree(read_message(raw))
+        assert parse_mail(raw) == parse_message(raw)
