@@ -100,6 +100,8 @@ class ImportPass:
         try:
             for batch, parsed in fetcher.parsed_batches():
                 blocked = self._store(session, account, batch, parsed(), blocked, len(uids), fetcher.actions)
+                del parsed
+                parse_pool.release_memory()  # a batch's mail and what was parsed from it: back to the system
                 if self.should_stop():
                     break
         finally:
