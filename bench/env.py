@@ -24,13 +24,15 @@ from typing import Callable
 
 import requests
 
+from .database import BACKENDS, BenchPostgres, Reader
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE_URL = "http://localhost"
 PASSWORD = "correct horse battery"
 DOMAIN = "bench.test"
 
 
-def machine() -> str:
+def machine(postgresql: str | None = None) -> str:
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -45,7 +47,7 @@ def machine() -> str:
     import sqlite3
     return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GB RAM, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-            f"Dovecot {dovecot}")
+            f"Dovecot {dovecot}" + (f", {postgresql}" if postgresql else ""))
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -192,10 +194,17 @@ class BundleCA:
 
 
 class BenchEnv:
-    """IdP + Dovecot + a migrated connector database with a registered app and two people."""
+    """IdP + Dovecot + a migrated connector database (SQLite, or a private PostgreSQL: database.py) with a
+    registered app and two people."""
 
-    def __init__(self, workdir: Path, *, dovecot: bool = True, access_token_lifetime: int = 3600) -> None:
+    def __init__(self, workdir: Path, *, dovecot: bool = True, access_token_lifetime: int = 3600,
+                 database: str = "sqlite") -> None:
+        if database not in BACKENDS:
+            raise ValueError(f"database must be one of {BACKENDS}, not {database!r}")
         self.workdir = Path(workdir)
+        self.database = database
+        self.postgres: BenchPostgres | None = None
+        self._postgres_settings: dict[str, str] | None = None  # kept after stop(), for the report
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.want_dovecot = dovecot
         self.access_token_lifetime = access_token_lifetime
@@ -241,6 +250,9 @@ class BenchEnv:
                        redirect_uris=[f"{BASE_URL}/auth/microsoft/callback"])
         self.client_id = app["client_id"]
         self.idp("grant_admin_consent", tenant=self.tenant_id, client_id=self.client_id)
+        if self.database == "postgresql":
+            self.postgres = BenchPostgres()
+            self._postgres_settings = self.postgres.settings
         if self.want_dovecot:
             from tests.servers.dovecot import DovecotServer
 
@@ -254,6 +266,9 @@ class BenchEnv:
             self.dovecot = None
         if self.rt is not None:
             self.rt.db.dispose()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
         if self.idp_proc is not None:
             self.idp_proc.terminate()
             try:
@@ -283,10 +298,23 @@ class BenchEnv:
     def db_path(self) -> Path:
         return self.workdir / "instance" / "connector.db"
 
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url if self.postgres is not None else f"sqlite:///{self.db_path}"
+
+    @property
+    def database_settings(self) -> dict[str, str] | None:
+        """The PostgreSQL server's version and durability settings as it runs (None on SQLite)."""
+        return self._postgres_settings
+
+    def reader(self) -> Reader:
+        """A read-only connection for the harness's polling (see database.Reader)."""
+        return Reader(self.database_url)
+
     def config(self) -> dict:
         config = {
             "app": {"base_url": BASE_URL, "data_dir": str(self.workdir / "instance")},
-            "database": {"url": f"sqlite:///{self.db_path}"},
+            "database": {"url": self.database_url},
             "microsoft": {"authority_host": self.idp_url},
             "tls": {"ca_bundle": str(self.ca.ca_path)},
         }

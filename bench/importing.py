@@ -35,7 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-from .env import BenchEnv, percentile, run_measured  # noqa: F401
+from .database import describe
+from .env import BenchEnv, percentile, run_measured, tree_sample  # noqa: F401
 
 SIZES = {"tiny": 60, "full": 10_000}
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "zammad-mail"
@@ -104,9 +105,9 @@ def raw_fetch(env: BenchEnv, account_id: int, address: str, batch_size: int) -> 
     return {"seconds": seconds, "messages": count, "bytes": size}
 
 
-def run(workdir: Path, size: str = "full", log=print) -> dict:
+def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite") -> dict:
     n = SIZES[size]
-    with BenchEnv(workdir) as env:
+    with BenchEnv(workdir, database=database) as env:
         boxes = []
         for tag in ("", "2"):  # two mailboxes of the same mails: the import runs twice, as the reference does
             address = env.add_user(f"big{tag}")
@@ -123,14 +124,18 @@ def run(workdir: Path, size: str = "full", log=print) -> dict:
         for address, account_id in boxes:
             warm = raw_fetch(env, account_id, address, batch)  # page cache and Dovecot cache warm-up
             log(f"import: raw fetch warm-up {warm['seconds']:.2f} s")
-        raws, runs = [], []
+        raws, runs, server_cpu = [], [], []
         for number, (address, account_id) in enumerate(boxes, 1):
             raws.append(raw_fetch(env, account_id, address, batch))
             log(f"import: raw fetch {raws[-1]['seconds']:.2f} s ({raws[-1]['messages']} mails, "
                 f"{raws[-1]['bytes'] / 1e6:.1f} MB)")
             cmd = [sys.executable, "-m", "connector.cli", "sync", "--account", address, "--once"]
-            imported = run_measured(cmd, env.env(), workdir / f"import-{number}.log",
-                                    watch=_all_tickets(env, account_id, count))
+            watch = _all_tickets(env, account_id, count)
+            imported = run_measured(cmd, env.env(), workdir / f"import-{number}.log", watch=watch)
+            server_cpu.append(watch.server_cpu)
+            if watch.server_cpu is not None:
+                log(f"import {number}: the PostgreSQL server's CPU until every mail was a ticket: "
+                    f"{watch.server_cpu:.1f} s")
             log(f"import {number}: every mail a ticket after {imported.milestone_seconds or float('nan'):.2f} s "
                 f"(CPU {imported.milestone_tree_cpu_seconds or float('nan'):.1f} s with the parser pool)")
             log(f"import {number}: connector sync --once {imported.seconds:.2f} s, exit {imported.returncode}, "
@@ -192,26 +197,38 @@ def run(workdir: Path, size: str = "full", log=print) -> dict:
             "tickets": check["tickets"], "failures": sum(c["failures"] for c in checks),
             "bodies_pending": sum(c["pending"] for c in checks), "attachments": check["attachments"],
             "all_articles": [c["articles"] for c in checks],
-            "summary": summary,
+            "summary": summary, "database": database, "postgresql": env.database_settings,
+            "server_cpu_seconds": [None if c is None else round(c, 1) for c in server_cpu],
         }
 
 
 def _all_tickets(env: BenchEnv, account_id: int, count: int):
-    """A watch for run_measured: has the import committed all `count` mails (read-only, no lock taken)?"""
-    import sqlite3
+    """A watch for run_measured: has the import committed all `count` mails (read-only, no lock taken)?
+    On a private PostgreSQL it also notes the server's CPU seconds (all its processes) up to that moment,
+    as `ready.server_cpu`."""
+    from .mailboxes import _postmaster
 
-    conn = sqlite3.connect(f"file:{env.db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    reader = env.reader()
+    postmaster = _postmaster(env)
+    start = tree_sample(postmaster, memory=False)[1] if postmaster else None
 
     def ready() -> bool:
-        row = conn.execute("SELECT sync_total, sync_done FROM accounts WHERE id = ?", (account_id,)).fetchone()
-        return bool(row) and row[0] == count and row[1] >= count
+        row = reader.one("SELECT sync_total, sync_done FROM accounts WHERE id = ?", account_id)
+        done = bool(row) and row[0] == count and row[1] >= count
+        if done and start is not None and ready.server_cpu is None:
+            ready.server_cpu = tree_sample(postmaster, memory=False)[1] - start
+        return done
+    ready.server_cpu = None
     return ready
 
 
 def report(r: dict) -> list[str]:
     ok_ratio = r["ratio"] >= 0.4
     ok_rss = r["peak_rss_mb"] < 300
+    where = "raw mail in the database (`blobs.data`, lz4), " if r.get("database") == "postgresql" else ""
     return [
+        *([f"- Database: {describe(r['postgresql'])}; {where}the import writes over a local TCP connection."]
+          if r.get("postgresql") else []),
         f"- Mailbox: {r['messages']:,} mails, {r['mb']} MB (corpus cycled, unique Message-IDs); "
         f"fetch batch {r['batch_size']}.",
         f"- Reference, plain IMAPClient fetch over TLS: {r['raw_seconds']} s (runs {r['raw_runs']}), "
@@ -232,6 +249,8 @@ def report(r: dict) -> list[str]:
         f"{r['main_peak_rss_mb']} MB by wait4; with its parser processes {r['tree_peak_rss_mb']} MB, the sum of "
         f"their PSS sampled every 100 ms); target < 300 MB: "
         f"**{'met' if ok_rss else 'missed'}**.",
+        *([f"- The PostgreSQL server's own CPU (all its processes) until every mail was a ticket: "
+           f"{r['server_cpu_seconds']} s (the two imports)."] if any(r.get("server_cpu_seconds") or []) else []),
         f"- Result of run {r['best_run']}: {r['summary']}; {r['tickets']:,} tickets, {r['articles']:,} articles "
         f"({r['bodies_pending']} bodies still pending), {r['attachments']:,} attachments, "
         f"{r['failures']} import failures, exit code {r['exit_code']}.",

@@ -20,19 +20,20 @@ import time
 import uuid
 from pathlib import Path
 
+from .database import describe
 from .env import BenchEnv, percentile
 from .probe import ApiWatcher, IdleWatcher, Server, Submitter
 
 SIZES = {"tiny": 5, "full": 200}
 
 
-def run(workdir: Path, size: str = "full", log=print) -> dict:
+def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite") -> dict:
     from tests.servers.smtp import SmtpServer
     from tests.support.mail import make_mail
 
     n = SIZES[size]
     rng = random.Random(5)
-    with BenchEnv(workdir) as env:
+    with BenchEnv(workdir, database=database) as env:
         smtp = SmtpServer(env.ca, f"{env.idp_url}/introspect", deliver=env.dovecot.deliver)
         smtp.start()
         server = watcher = idle = submitter = None
@@ -88,6 +89,7 @@ def run(workdir: Path, size: str = "full", log=print) -> dict:
         "overhead_p95_s": round(p[95] - r[95], 3),
         "api_polls": watcher.polls, "api_errors": watcher.errors, "serve_rss_mb": round(rss),
         "latencies_s": sorted(round(x, 3) for x in latencies),
+        "database": database, "postgresql": env.database_settings,
     }
 
 
@@ -102,6 +104,7 @@ def _rss(pid: int) -> float:
 def report(r: dict) -> list[str]:
     ok = r["p95_s"] < 2.0
     return [
+        *([f"- Database: {describe(r['postgresql'])}."] if r.get("postgresql") else []),
         f"- {r['mails']} mails submitted one by one over SMTP (random 0.1-1.5 s apart) to one mailbox watched by "
         f"`connector serve` (embedded worker, IDLE); {r['seen']} seen through `GET /api/v1/tickets`.",
         f"- **Latency, SMTP acceptance -> ticket in the REST API: p50 {r['p50_s']} s, p95 {r['p95_s']} s, "

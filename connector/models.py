@@ -96,6 +96,28 @@ class AppRegistration(Base):
     updated_by: Mapped[Optional[str]] = mapped_column(String(320))
 
 
+class GoogleAppRegistration(Base):
+    """The one Google OAuth client ("Web application") that Gmail and Workspace mailboxes connect through
+    (a single row, id 1)."""
+    __tablename__ = "google_app_registration"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret_enc: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+    secret_set_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    verified_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[Optional[str]] = mapped_column(String(320))
+
+
+class AppSetting(Base):
+    """A setting admins change on the pages (key/value), e.g. "default_transport" (transport/choice.py)."""
+    __tablename__ = "app_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[Optional[str]] = mapped_column(String(320))
+
+
 class Account(Base):
     """A connected mailbox: where its mail comes from and the tokens to reach it."""
     __tablename__ = "accounts"
@@ -154,6 +176,25 @@ class AccountMember(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     account: Mapped[Account] = relationship(back_populates="members")
     user: Mapped[User] = relationship()
+
+
+class GraphSubscription(Base):
+    """A mailbox's Microsoft Graph change-notification subscription (transport "graph"), and what its
+    notifications left for the worker: `news_at` (new mail to read) and a pending `lifecycle_event`.
+    The clientState secret is kept only as its SHA-256 (connector/mail/graph/notify_store.py)."""
+    __tablename__ = "graph_subscriptions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
+    subscription_id: Mapped[Optional[str]] = mapped_column(String(128), unique=True)  # None: none active
+    resource: Mapped[str] = mapped_column(String(512), default="")
+    client_state_hash: Mapped[str] = mapped_column(String(64), default="")
+    expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    renewed_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    news_at: Mapped[Optional[datetime]] = mapped_column(DateTime, index=True)
+    lifecycle_event: Mapped[Optional[str]] = mapped_column(String(40))
+    next_attempt_at: Mapped[Optional[datetime]] = mapped_column(DateTime)  # after a failed create
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
 
 
 class Blob(Base):

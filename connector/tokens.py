@@ -4,7 +4,8 @@ and the web app get a token from (none of them calls an identity provider's clie
 Purposes: "mail" (IMAP and SMTP: `https://outlook.office.com/IMAP.AccessAsUser.All` and `SMTP.Send`)
 and "graph" (Microsoft Graph mail; the Graph transport is not built yet). One token cannot carry
 scopes of two resources, so each purpose is its own token in the mailbox's cache. Providers:
-"microsoft" (msal, identity/microsoft.py); "google" will come here too.
+"microsoft" (msal, identity/microsoft.py) and "google" (authlib, identity/google.py: IMAP/SMTP only,
+scope `https://mail.google.com/`; its stored JSON is the mailbox's `token_cache_enc` as msal's cache is).
 
 A refresh may rotate the refresh token: the new cache is committed at once. Another worker (the sync
 and the outbox of one mailbox can run in two processes) may have redeemed the same refresh token a
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from . import registration
+from . import google_registration, registration
 from .crypto import DecryptionError
+from .identity import google
 from .identity.errors import Explained
 from .identity.microsoft import GRAPH_SCOPES, MAIL_SCOPES, IdentityError
 from .models import Account
 
-PURPOSES = {"mail": MAIL_SCOPES, "graph": GRAPH_SCOPES}
+GRAPH_SHARED_SCOPES = [scope + ".Shared" for scope in GRAPH_SCOPES]  # a delegate's shared mailbox over Graph
+PURPOSES = {"mail": MAIL_SCOPES, "graph": GRAPH_SCOPES, "graph_shared": GRAPH_SHARED_SCOPES}
 
 
 class TokenUnavailable(Exception):
@@ -40,26 +43,42 @@ def access_token(session: Session, rt, account: Account, purpose: str = "mail", 
     it before its expiry: revoked, or continuous access evaluation). Raises TokenUnavailable.
 
     Commits: a rotated refresh token, or the account's "needs reconnect" state, is saved at once."""
-    if account.provider != "microsoft":
+    if account.provider not in ("microsoft", "google"):
         raise TokenUnavailable(f"{account.address} is a {account.provider.title()} mailbox, which this version "
                                "cannot sign in to yet.", retry_after=3600)
+    if account.provider == "google" and purpose != "mail":
+        raise TokenUnavailable(f"{account.address} is a Google mailbox: it is reached over IMAP and SMTP only.",
+                               retry_after=3600, fix_needed=True)
     try:
-        identity = registration.identity(session, rt.settings, rt.vault)
+        identity, not_registered = _identity(session, rt, account)
     except DecryptionError as exc:  # the encryption key changed: say so, keep the worker running
         raise TokenUnavailable(str(exc), retry_after=300, fix_needed=True) from None
     session.commit()  # the refresh below is a network call: no transaction across it
     if identity is None:
-        raise TokenUnavailable(registration.NOT_REGISTERED, retry_after=60)
+        raise TokenUnavailable(not_registered, retry_after=60)
+    scopes = [google.MAIL_SCOPE] if account.provider == "google" else PURPOSES[purpose]
     try:
-        return refreshed_token(session, rt.vault, identity, account, PURPOSES[purpose], force_refresh=force_refresh)
+        return refreshed_token(session, rt.vault, identity, account, scopes, force_refresh=force_refresh)
     except IdentityError as exc:
-        raise TokenUnavailable(exc.explained.message, reconnect=exc.needs_reconnect,
-                               retry_after=None if exc.needs_reconnect else 30) from None
+        # Google: the client's secret refused or a Workspace admin blocking the app; a person must act
+        fix_needed = getattr(exc, "reason", "") in ("client_credentials", "admin_policy")
+        raise TokenUnavailable(exc.explained.message, reconnect=exc.needs_reconnect, fix_needed=fix_needed,
+                               retry_after=None if exc.needs_reconnect else 300 if fix_needed else 30) from None
+
+
+def _identity(session: Session, rt, account: Account):
+    """(the provider's client for this mailbox or None, the sentence when there is none). Raises DecryptionError."""
+    if account.provider == "google":
+        identity = google_registration.identity(session, rt.settings, rt.vault)
+        if identity is not None:
+            identity.hosted_domain = account.tenant_id or ""  # named in its errors (a Workspace admin's policy)
+        return identity, google_registration.NOT_REGISTERED
+    return registration.identity(session, rt.settings, rt.vault), registration.NOT_REGISTERED
 
 
 def refreshed_token(session: Session, vault, identity, account: Account, scopes: list[str], *,
                     force_refresh: bool = False) -> str:
-    """The token from the account's own msal cache, refreshed if needed; raises IdentityError (when the grant is
+    """The token from the account's own cache (msal's, or Google's token JSON), refreshed if needed; raises IdentityError (when the grant is
     gone, the account is already marked "needs reconnect")."""
     from .accounts import mark_needs_reconnect
 

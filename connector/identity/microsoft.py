@@ -60,26 +60,28 @@ class MicrosoftIdentity(AuthorityClient):
             raise self._explain(result)
 
     # -- connect flow ---------------------------------------------------------------------------
-    def start_connect(self, redirect_uri: str, login_hint: str | None = None) -> dict:
-        """Begin the authorization-code flow (PKCE, state, nonce); keep the returned dict until the callback."""
+    def start_connect(self, redirect_uri: str, login_hint: str | None = None,
+                      scopes: list[str] | None = None) -> dict:
+        """Begin the authorization-code flow (PKCE, state, nonce); keep the returned dict until the callback.
+        `scopes`: those of the mailbox's transport (transport/choice.py), IMAP and SMTP by default."""
         app = self._app()
         try:
             with warnings.catch_warnings():
                 # msal recommends form_post; a cross-site POST would not carry our SameSite=Lax session
                 # cookie, so the callback comes as a query (state, nonce and PKCE protect it).
                 warnings.filterwarnings("ignore", message="response_mode='form_post'")
-                return app.initiate_auth_code_flow(CONNECT_SCOPES, redirect_uri=redirect_uri,
+                return app.initiate_auth_code_flow(scopes or CONNECT_SCOPES, redirect_uri=redirect_uri,
                                                    prompt="select_account", login_hint=login_hint or None,
                                                    response_mode="query")
         except requests.exceptions.RequestException as exc:
             raise self._unreachable(exc) from None
 
-    def finish_connect(self, flow: dict, callback_args: dict) -> Connected:
+    def finish_connect(self, flow: dict, callback_args: dict, scopes: list[str] | None = None) -> Connected:
         """Redeem the code; checks state, nonce, PKCE, and the ID token's signature against the JWKS."""
         cache = msal.SerializableTokenCache()
         app = self._app(cache)
         try:
-            result = app.acquire_token_by_auth_code_flow(flow, callback_args, scopes=CONNECT_SCOPES)
+            result = app.acquire_token_by_auth_code_flow(flow, callback_args, scopes=scopes or CONNECT_SCOPES)
         except ValueError:  # msal: state mismatch / missing
             raise IdentityError(Explained(STATE_MISMATCH)) from None
         except requests.exceptions.RequestException as exc:

@@ -82,8 +82,13 @@ class ImportPass:
             self.fence.commit(session)
         if catch_up(self.mailbox, account):
             self.fence.commit(session)
+        resume = getattr(self.mailbox, "resume", None)  # a transport with a string cursor (Graph): base.py
+        if resume is not None:
+            resume(account.sync_cursor, account.last_uid)
         uids = self.mailbox.uids_after(account.last_uid)
         if not uids:
+            if self._position(account):
+                self.fence.commit(session)
             return self.result
         batch_size = max(1, self.rt.settings.mail.fetch_batch_size)
         if min(batch_size, len(uids)) >= DEFER_BODIES_FROM:
@@ -113,6 +118,15 @@ class ImportPass:
         if account.post_import_done_uid != before:
             self.fence.commit(session)
         return self.result
+
+    def _position(self, account: Account) -> bool:
+        """Set the string cursor that goes with `last_uid` (transports that have one); True if it moved."""
+        cursor_at = getattr(self.mailbox, "cursor_at", None)
+        if cursor_at is None:
+            return False
+        cursor = cursor_at(account.last_uid)
+        moved, account.sync_cursor = cursor != account.sync_cursor, cursor
+        return moved
 
     def _prepare(self, fetched: list[tuple[int, bytes]], writer: ThreadPoolExecutor | None):
         """In the fetching thread: start parsing (headers only for a backlog) and writing the raw mails to a pack
@@ -172,6 +186,7 @@ class ImportPass:
         if not blocked:
             account.last_uid = max(account.last_uid, batch[-1])  # vanished mails count as done
         account.sync_done = min(total, (account.sync_done or 0) + len(batch))
+        self._position(account)
         self.progress.mark(account)
         self.fence.commit(session)
         first = good[0].packed if good else None

@@ -49,6 +49,12 @@ def catch_up(mailbox: Mailbox, account: Account) -> bool:
         # nothing to catch up: another action, the first pass since the upgrade, or a folder re-read
         account.post_import_done_uid = last
         return True
+    settle_folder = getattr(mailbox, "settle_folder", None)  # Graph: its numbers are not the server's UIDs
+    if settle_folder is not None:
+        if not settle_folder(account.post_import_action, account.move_to_folder):
+            return False
+        account.post_import_done_uid = last
+        return True
     left = [uid for uid in mailbox.uids_after(done) if uid <= last]
     if left:
         log.info("%s: %s imported mail(s) still in the folder (their post-import %s did not run): running it now",

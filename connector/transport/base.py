@@ -1,14 +1,16 @@
 """What the sync needs from a mailbox and what the outbox needs from a mail server: the transport seam.
 
 `Account.transport` picks the implementation (transport/__init__.py): "imap" is IMAP + SMTP
-(transport/imap.py); "graph" (Microsoft Graph) is to come. The sync is written against `Mailbox`:
+(transport/imap.py); "graph" is Microsoft Graph (transport/graph.py). The sync is written against `Mailbox`:
 
 - open: `MailServers.open_mailbox()` signs in with a token from tokens.py;
 - folder state and an incremental cursor: `select(folder)` gives UIDVALIDITY, then `uids_after(last_uid)`
   lists what is new; the cursor is `accounts.uidvalidity` + `accounts.last_uid`. A transport whose
   position is a string (Graph's delta link) keeps it in `accounts.sync_cursor`, and one whose message ids
-  are strings keys its import failures by `import_failures.message_key` (revision 0007): a Graph
-  `Mailbox` maps its ids to the sync's keys there;
+  are strings keys its import failures by `import_failures.message_key` (revision 0007). The Graph
+  `Mailbox` (transport/graph.py) numbers its mails after `last_uid` and has two more methods, which
+  the sync calls when they exist: `resume(sync_cursor, last_uid)` before listing, and
+  `cursor_at(last_uid)`, the cursor committed with each batch;
 - fetch raw mail: `fetch(uids)`, in order, skipping what vanished;
 - post-import actions: `after_import(uids, action, folder)`, run only after the batch is committed;
 - wait for news: `has_news()` (cheap, before waiting) and `watch()`: an object the worker's selector

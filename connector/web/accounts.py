@@ -1,4 +1,5 @@
 """Mailboxes: the list, connecting through Microsoft, reconnecting, disconnecting, members, settings.
+Google's connect and callback are in google_connect.py; Reconnect sends a Google mailbox there.
 
 Who may do what (see accounts.py): every signed-in user may start a connect; the mailbox's owner and
 admins change settings, reconnect, disconnect and manage members (others who see it get 403, those who
@@ -22,11 +23,14 @@ from wtforms import EmailField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
-from .. import accounts, delegation, registration, users
+from .. import accounts, delegation, google_registration, registration, users
 from ..crypto import DecryptionError
 from ..identity.errors import Explained, explain
 from ..identity.microsoft import STATE_MISMATCH, IdentityError
-from ..models import POST_IMPORT_ACTIONS, AccountMember, User
+from ..models import POST_IMPORT_ACTIONS, AccountMember, OutboxItem, User
+from ..transport import choice as transports
+from ..transport import switch as transport_switch
+from . import google_connect
 from .context import db, runtime
 from .security import CSP
 
@@ -58,26 +62,41 @@ OTHER_USER = ("This sign-in was started by another user of this browser, so it w
               "Microsoft 365\" again.")
 
 
-def connect_csp(authority_host: str) -> str:
-    """The app's CSP with the authority's origin added to form-action, and only that origin.
+def _https_origin(authority: str) -> str | None:
+    parts = urlsplit(authority)
+    if parts.scheme != "https" or not _HOST.match(parts.netloc or ""):
+        return None  # msal and authlib only talk to https authorities; nothing else is let through
+    return f"https://{parts.netloc}"
+
+
+def connect_csp(authority_host: str, *more_authorities: str) -> str:
+    """The app's CSP with the authorities' origins added to form-action, and only those origins.
 
     A connect form's response redirects to the authority, and Chromium applies form-action to the
     redirect too; without the origin the button would do nothing. Set by the views that render a
     connect form (the app-wide header is only a default, so a view's own CSP wins).
     """
-    parts = urlsplit(authority_host)
-    if parts.scheme != "https" or not _HOST.match(parts.netloc or ""):
-        return CSP  # msal only talks to https authorities; nothing else is let through
-    origin = f"https://{parts.netloc}"
+    origins = []
+    for authority in (authority_host, *more_authorities):
+        origin = _https_origin(authority)
+        if origin is not None and origin not in origins:
+            origins.append(origin)
+    if not origins:
+        return CSP
+    allowed = " ".join(origins)
     directives = [d.strip() for d in CSP.split(";") if d.strip()]
-    changed = [f"{d} {origin}" if d.split()[0] == "form-action" else d for d in directives]
+    changed = [f"{d} {allowed}" if d.split()[0] == "form-action" else d for d in directives]
     if not any(d.split()[0] == "form-action" for d in directives):
-        changed.append(f"form-action 'self' {origin}")
+        changed.append(f"form-action 'self' {allowed}")
     return "; ".join(changed)
 
 
-def _with_connect_csp(response):
-    response.headers["Content-Security-Policy"] = connect_csp(runtime().settings.microsoft.authority_host)
+def _with_connect_csp(response, google: bool = False):
+    """`google`: the page has the "Connect Google" form (or a Google mailbox's Reconnect), so Google's
+    authority is allowed too; otherwise only Microsoft's."""
+    settings = runtime().settings
+    extra = (settings.google.authority,) if google else ()
+    response.headers["Content-Security-Policy"] = connect_csp(settings.microsoft.authority_host, *extra)
     return response
 
 
@@ -113,11 +132,24 @@ def index():
         rows = session.scalars(select(AccountMember).where(AccountMember.account_id.in_(manageable)))
         for row in rows:
             members.setdefault(row.account_id, []).append(row.user)
+    google_app = google_registration.view(session, rt.settings)
+    google_registered = google_app is not None and google_app.secret_set
+    switchable = [a for a in mailboxes if a.id in manageable and a.transport == "imap" and a.provider == "microsoft"]
+    dead_ends = {a.id for a in switchable if transports.is_dead_end(a.last_error)}
+    imap_ids = [a.id for a in switchable]
+    if imap_ids:  # a reply refused with 535 5.7.139 is the mailbox's dead end too, until it is switched
+        dead_ends |= set(session.scalars(select(OutboxItem.account_id).where(
+            OutboxItem.account_id.in_(imap_ids), OutboxItem.state.in_(("failed", "queued")),
+            OutboxItem.last_error.like(f"%{transports.SMTP_AUTH_OFF}%"))))
     page = render_template("accounts/index.html", mailboxes=mailboxes, members=members, owners=owners,
+                           transports=transports.TRANSPORTS, default_transport=transports.default_transport(session),
+                           dead_ends=dead_ends, way_out=transports.WAY_OUT.strip(),
                            manageable=manageable, registered=current is not None and current.secret_set,
+                           google_registered=google_registered,
                            member_form=MemberForm(), settings_forms={
                                a.id: SettingsForm(obj=a, prefix=f"a{a.id}") for a in mailboxes if a.id in manageable})
-    return _with_connect_csp(make_response(page))
+    google_reconnect = any(a.provider == "google" for a in mailboxes if a.id in manageable)
+    return _with_connect_csp(make_response(page), google=google_registered or google_reconnect)
 
 
 @bp.post("/accounts/connect/microsoft")
@@ -129,18 +161,50 @@ def connect():
         shared = accounts.shared_address_or_none(request.form.get("mailbox"))
     except ValueError as exc:
         return _error_page(f"{exc}: enter the shared mailbox's full address, e.g. support@contoso.com.")
-    return _start_flow(shared=shared)
+    transport = transports.valid(request.form.get("transport")) or transports.default_transport(db())
+    return _start_flow(shared=shared, transport=transport)
 
 
 @bp.post("/accounts/<int:account_id>/reconnect")
 @login_required
 def reconnect(account_id: int):
     account = _managed_account(account_id)
+    if account.provider == google_connect.PROVIDER:
+        return google_connect.start_flow(account)
     shared = account.address if accounts.is_shared(account) else None
-    return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id)
+    return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id,
+                       transport=account.transport)
 
 
-def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id: int | None = None):
+@bp.post("/accounts/<int:account_id>/transport")
+@login_required
+def switch_transport(account_id: int):
+    """Owner or admin (CSRF-checked): switch between IMAP + SMTP and Microsoft Graph, with the stored sign-in
+    when it has the consent, else through a new sign-in that asks for the new transport's permissions."""
+    account = _managed_account(account_id)
+    transport = transports.valid(request.form.get("transport"))
+    if transport is None or account.provider != "microsoft":
+        abort(400, "Choose the transport: imap or graph (Microsoft 365 mailboxes only).")
+    if transport == account.transport:
+        flash(f"{account.address} already uses {transports.TRANSPORTS[transport]}.", "info")
+        return redirect(url_for(".index"))
+    switched, _ = transport_switch.try_switch(db(), runtime(), account, transport)
+    if not switched:
+        shared = account.address if accounts.is_shared(account) else None
+        return _start_flow(shared=shared, login_hint=account.token_owner or account.address, account_id=account.id,
+                           transport=transport)
+    requeued = transport_switch.requeue_dead_ends(db(), account) if transport == "graph" else 0
+    db().commit()
+    log.info("mailbox %s switched to %s by %s", account.address, transport, current_user.email)
+    runtime().wakeup.set()
+    flash(f"{account.address} now uses {transports.TRANSPORTS[transport]}."
+          + (f" {requeued} failed repl{'y goes' if requeued == 1 else 'ies go'} out again." if requeued else ""),
+          "success")
+    return redirect(url_for(".index"))
+
+
+def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id: int | None = None,
+                transport: str = "imap"):
     rt = runtime()
     identity, problem = _registered_identity()
     if problem is not None:
@@ -150,10 +214,12 @@ def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id
         return _error_page("The Microsoft 365 app is not registered yet, so mailboxes cannot be connected." + hint,
                            409)
     try:
-        flow = identity.start_connect(rt.settings.callback_url, login_hint=login_hint)
+        flow = identity.start_connect(rt.settings.callback_url, login_hint=login_hint,
+                                      scopes=transports.connect_scopes(transport, bool(shared)))
     except IdentityError as exc:
         return _error_page(exc.explained.message, 502)
-    flow.update(connector_shared=shared, connector_account=account_id, connector_user=current_user.id)
+    flow.update(connector_shared=shared, connector_account=account_id, connector_user=current_user.id,
+                connector_transport=transport)
     cookie[FLOW_KEY] = rt.vault.encrypt(json.dumps(flow)).decode()
     return redirect(flow["auth_uri"])
 
@@ -175,6 +241,7 @@ def callback():
         return _error_page(STATE_MISMATCH)
     shared = flow.pop("connector_shared", None)
     reconnect_id = flow.pop("connector_account", None)
+    transport = transports.valid(flow.pop("connector_transport", None)) or "imap"
     if flow.pop("connector_user", None) != current_user.id:
         log.warning("callback refused: the sign-in was started by another user")
         return _error_page(OTHER_USER)
@@ -188,9 +255,10 @@ def callback():
         log.info("connect ended with %s (AADSTS%s)", request.args.get("error"), explained.code)
         return _error_page(explained.message)
     try:
-        connected = identity.finish_connect(flow, request.args.to_dict())
+        connected = identity.finish_connect(flow, request.args.to_dict(),
+                                            scopes=transports.connect_scopes(transport, bool(shared)))
         if shared:
-            _prove_access(identity, connected, shared)
+            _prove_access(identity, connected, shared, transport)
     except IdentityError as exc:
         return _error_page(exc.explained.message)
     except delegation.AccessRefused as exc:
@@ -200,17 +268,25 @@ def callback():
     except accounts.ConnectRefused as exc:
         session.rollback()
         return _error_page(str(exc), 403)
+    if result.outcome != "joined" and result.account.transport != transport:
+        transport_switch.apply(result.account, transport)
+        if transport == "graph":
+            transport_switch.requeue_dead_ends(session, result.account)
+        session.commit()
     rt.wakeup.set()
     flash(_connected_message(result), "success" if result.outcome != "joined" else "info")
     return redirect(url_for(".index"))
 
 
-def _prove_access(identity, connected, shared: str) -> None:
+def _prove_access(identity, connected, shared: str, transport: str = "imap") -> None:
     """The delegate's fresh token must open the shared mailbox before anything is stored (see delegation.py)."""
     rt = runtime()
     session = db()
     folder = accounts.folder_to_prove(session, shared)
     session.commit()  # no transaction is held across the IMAP sign-in
+    if transport == "graph":
+        from ..transport.graph_open import prove_shared_access
+        return prove_shared_access(rt, identity, connected, shared, folder)
     token, _ = identity.mail_token(connected.token_cache, connected.home_account_id)
     ms = rt.settings.microsoft
     delegation.prove_full_access(ms.imap_host, ms.imap_port, rt.settings.ca_bundle, shared=shared,
@@ -267,9 +343,15 @@ def _managed_account(account_id: int):
 @login_required
 def disconnect(account_id: int):
     account = _managed_account(account_id)
+    revoked, not_revoked = False, None
+    if account.provider == google_connect.PROVIDER:  # Google's grant ends too (Microsoft's has no revocation)
+        revoked, not_revoked = google_connect.revoke_at_google(account)
     accounts.disconnect(db(), account, current_user)
     db().commit()
-    flash(f"{account.address} is disconnected: its tokens are deleted, its tickets stay.", "info")
+    at_google = " and its access at Google is revoked" if revoked else ""
+    flash(f"{account.address} is disconnected: its tokens are deleted{at_google}, its tickets stay.", "info")
+    if not_revoked:
+        flash(not_revoked, "error")
     return redirect(url_for(".index"))
 
 
@@ -331,3 +413,4 @@ def settings(account_id: int):
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    google_connect.init_app(app)

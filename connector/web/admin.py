@@ -1,4 +1,4 @@
-"""Admin pages: the Microsoft 365 app registration, and the people who use connector."""
+"""Admin pages: the Microsoft 365 app registration, the Google app, and the people who use connector."""
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, abort, flash, redirect, render_template, url_for
@@ -9,10 +9,12 @@ from wtforms import DateField, EmailField, PasswordField, SelectField, StringFie
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
-from .. import registration, users
+from .. import google_registration, registration, users
+from ..identity.google import CONNECT_SCOPES as GOOGLE_SCOPES
 from ..identity.microsoft import CONNECT_SCOPES, IdentityError
 from ..blobs import read_blob
 from ..models import Account, ImportFailure, User
+from ..transport import choice as transports
 from .context import db, runtime
 from .security import admin_required
 
@@ -34,6 +36,18 @@ class RegistrationForm(FlaskForm):
     client_secret = PasswordField("Client secret", validators=[Length(max=500)])
     secret_expires_on = DateField("Secret expires on", validators=[Optional()])
     submit = SubmitField("Save")
+
+
+class GoogleAppForm(FlaskForm):
+    client_id = StringField("Client ID", validators=[DataRequired(), Length(max=255)])
+    client_secret = PasswordField("Client secret", validators=[Length(max=500)])
+    submit = SubmitField("Save")
+
+
+class TransportForm(FlaskForm):
+    transport = SelectField("Transport for new mailboxes",
+                            choices=[SelectChoice(k, v) for k, v in transports.TRANSPORTS.items()])
+    submit = SubmitField("Set as default")
 
 
 class NewUserForm(FlaskForm):
@@ -72,10 +86,62 @@ def microsoft():
     current = registration.view(session, rt.settings)
     if not form.is_submitted() and current is not None:
         form.client_id.data, form.tenant.data = current.client_id, current.tenant
+    transport_form = TransportForm(formdata=None, transport=transports.default_transport(session))
     return render_template("admin/microsoft.html", form=form, current=current, error=error,
+                           transport_form=transport_form, graph_permissions=transports.GRAPH_PERMISSIONS,
+                           graph_scopes=" ".join(["offline_access", "openid", "profile"]
+                                                 + transports.connect_scopes("graph", False)),
                            callback_url=rt.settings.callback_url, permissions=PERMISSIONS,
                            scopes=" ".join(["offline_access", "openid", "profile"] + CONNECT_SCOPES),
                            authority_host=rt.settings.microsoft.authority_host), status
+
+
+@bp.route("/google", methods=["GET", "POST"])
+@admin_required
+def google():
+    """The Google OAuth client (Gmail and Google Workspace): saved only once Google accepted it."""
+    rt = runtime()
+    session = db()
+    form = GoogleAppForm()
+    error = None
+    status = 200
+    if form.validate_on_submit():
+        try:
+            google_registration.save(session, rt.settings, rt.vault, client_id=form.client_id.data,
+                                     client_secret=form.client_secret.data, by=current_user.email)
+        except registration.RegistrationInputError as exc:
+            getattr(form, exc.field).errors.append(str(exc))
+            status = 400
+        except IdentityError as exc:
+            session.rollback()
+            error = exc.explained.message
+            status = 400
+        else:
+            session.commit()
+            flash("Saved. Google accepted the Client ID and the Client secret.", "success")
+            return redirect(url_for(".google"))
+    elif form.is_submitted():
+        status = 400
+    current = google_registration.view(session, rt.settings)
+    if not form.is_submitted() and current is not None:
+        form.client_id.data = current.client_id
+    return render_template("admin/google.html", form=form, current=current, error=error,
+                           callback_url=google_registration.callback_url(rt.settings),
+                           callback_problem=google_registration.callback_problem(rt.settings),
+                           scopes=" ".join(GOOGLE_SCOPES), authority=rt.settings.google.authority), status
+
+
+@bp.post("/microsoft/transport")
+@admin_required
+def default_transport():
+    """Admins only (CSRF-checked): the transport the connect form proposes for new mailboxes."""
+    form = TransportForm()
+    if not form.validate_on_submit():
+        abort(400, "Choose IMAP and SMTP or Microsoft Graph.")
+    transports.set_default_transport(db(), form.transport.data, current_user.email)
+    db().commit()
+    flash(f"New mailboxes connect with {transports.TRANSPORTS[form.transport.data]} by default.", "success")
+    return redirect(url_for(".microsoft"))
 
 
 @bp.route("/users", methods=["GET", "POST"])

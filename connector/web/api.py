@@ -57,7 +57,8 @@ def _bearer_user_or_none():
 
 def account_json(account) -> dict:
     return {"id": account.id, "address": account.address, "status": account.status,
-            "last_sync_at": iso(account.last_sync_at), "last_error": account.last_error}
+            "last_sync_at": iso(account.last_sync_at), "last_error": account.last_error,
+            "provider": account.provider, "transport": account.transport}
 
 
 @bp.get("/accounts")

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..config import ConfigError, Settings
 from ..crypto import flask_secret_key
 from ..runtime import Runtime, configure_logging
-from . import accounts, admin, api, auth, params, security, tickets, tokens
+from . import accounts, admin, api, auth, graph_hooks, params, security, tickets, tokens
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -71,6 +71,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, runtime: Runtime | Non
     for module in (auth, tokens, admin, accounts, tickets, api):
         module.init_app(app)
     csrf.exempt(api.bp)
+    graph_hooks.init_app(app, csrf)  # Microsoft Graph's notifications: anonymous, checked by clientState
 
     @app.teardown_appcontext
     def _close_session(exc: BaseException | None) -> None:

@@ -115,6 +115,7 @@ class Worker:
         for account_id in held.keys() - wanted:
             self.mailboxes.leave(account_id)  # another worker's now (one joined), or no longer syncable
         self.mailboxes.follow_settings(held.keys() & wanted)
+        self._graph_news(held.keys() & wanted)
         taken = False
         for account_id in sorted(wanted - held.keys()):
             if self._stop.is_set():
@@ -127,6 +128,15 @@ class Worker:
             self.extractor.wake()
         if int(time.monotonic()) % 60 < TICK:
             self.registry.forget_the_dead()
+
+    def _graph_news(self, held) -> None:
+        """Mailboxes that Microsoft Graph notified of new mail (web/graph_hooks.py) are read now."""
+        from ..mail.graph.notify_store import accounts_with_news
+
+        if held:
+            with self.rt.db.session() as session:
+                for account_id in set(accounts_with_news(session)) & set(held):
+                    self.mailboxes.watcher.wake(account_id)
 
     # -- side loops and shutdown -------------------------------------------------------------------------
     def _send(self) -> None:

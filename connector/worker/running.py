@@ -83,7 +83,9 @@ class RunningMailboxes:
             except (OSError, ConnectionError):
                 return self._submit(runner)  # the connection broke: the next pass reconnects
             settings = self.rt.settings.worker
-            self.watcher.add(runner, settings.idle_timeout_seconds if watch else settings.poll_interval_seconds)
+            poll = min(settings.poll_interval_seconds,  # a transport may poll more often (Graph: a delta request)
+                       getattr(runner.sync.mailbox, "poll_seconds", None) or settings.poll_interval_seconds)
+            self.watcher.add(runner, settings.idle_timeout_seconds if watch else poll)
         except Exception:  # noqa: BLE001
             log.exception("mailbox %s: unexpected error", runner.account_id)
             self._finish(runner)

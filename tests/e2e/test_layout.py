@@ -110,7 +110,7 @@ def _frames_loaded(page: Page) -> None:
 def test_no_page_scrolls_sideways_at_laptop_and_phone_widths(app, admin, idp, ca, browser, database_url, tmp_path):
     tickets = _seed(app, admin)
     paths = ["/tickets", *(f"/tickets/{t}" for t in tickets), "/accounts", "/account/tokens", "/admin/users",
-             "/admin/quarantine", "/admin/microsoft", "/tickets/new"]
+             "/admin/quarantine", "/admin/microsoft", "/admin/google", "/tickets/new"]
     problems: list[str] = []
     shown_here: dict[str, tuple[str, int]] = {}  # path -> (its text, its mail frames): the values are there
     with LiveServer(tmp_path / "serve", idp_url=idp.url, ca_path=ca.ca_path, database_url=database_url) as server:

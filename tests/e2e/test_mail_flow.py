@@ -51,7 +51,7 @@ def test_mail_to_ticket_to_reply_and_back(page, server, make_org, idp, dovecot, 
     dovecot.deliver(mailbox, make_mail(to=mailbox, sender=customer, subject="Printer on fire", html=html,
                                        body="My printer is on fire.", message_id=f"<fire@{org.domain}>"))
     row = page.locator("#ticket-rows tr", has_text="Printer on fire")
-    expect(row).to_be_visible(timeout=5000)  # no reload: the list refreshes itself
+    expect(row).to_be_visible(timeout=15_000)  # no reload: the list refreshes itself (IDLE, then its poll)
     row.get_by_role("link", name="Printer on fire").click()
 
     frame = page.frame_locator("iframe.mail-html")

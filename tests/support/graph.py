@@ -85,6 +85,43 @@ class GraphOrg:
     def token(self, email: str, scopes: list[str] | None = None) -> str:
         return self.sign_in(email, scopes)["access_token"]
 
+    def token_source(self, email: str, scopes: list[str] | None = None) -> "TokenSource":
+        """What the transport is given: signed in once (auth code flow), then msal's cache and refresh
+        token, as the product's token seam will do."""
+        cache = msal.SerializableTokenCache()
+        cca = self.msal_app(cache)
+        wanted = scopes or MAIL_SCOPES
+        flow = cca.initiate_auth_code_flow(wanted, redirect_uri=REDIRECT, prompt="select_account")
+        final = complete_authorization(flow["auth_uri"], email, "pw", ca_path=self.ca_path)
+        answer = {k: v[0] for k, v in parse_qs(urlsplit(final).query).items()}
+        result = cca.acquire_token_by_auth_code_flow(flow, answer)
+        if "access_token" not in result:
+            raise AssertionError(f"no token: {result.get('error')}")
+        return TokenSource(cca, wanted, cca.get_accounts()[0])
+
+
+class TokenSource:
+    """`source(force_refresh) -> access token` from one msal cache; counts what it was asked."""
+
+    def __init__(self, cca: msal.ConfidentialClientApplication, scopes: list[str], account: dict) -> None:
+        self.cca, self.scopes, self.account = cca, scopes, account
+        self.calls = 0
+        self.refreshes = 0
+        self.override: str | None = None  # a test hands out this token instead (a stale or foreign one)
+        self.sticky = False  # with `override`: even a forced refresh gives it
+        self._lock = threading.Lock()
+
+    def __call__(self, force_refresh: bool = False) -> str:
+        with self._lock:
+            self.calls += 1
+            self.refreshes += int(force_refresh)
+            if self.override is not None and (self.sticky or not force_refresh):
+                return self.override
+            result = self.cca.acquire_token_silent(self.scopes, self.account, force_refresh=force_refresh)
+            if not result or "access_token" not in result:
+                raise AssertionError(f"msal could not refresh: {result and result.get('error')}")
+            return result["access_token"]
+
 
 def make_graph_org(idp: Any, ca_path: Path) -> GraphOrg:
     n = next(_n)

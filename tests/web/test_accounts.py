@@ -180,7 +180,7 @@ def test_connecting_lists_the_mailbox_as_connected(app, client, agent, registere
     assert f"{mailbox} is connected." in page
     row = _row(page, mailbox)
     assert 'data-status="connected"' in row and ">Reconnect</button>" in row and ">Disconnect</button>" in row
-    assert re.search(rf'<td class="owner">{re.escape(agent.email)} <small class="badge">you</small>', row)
+    assert re.search(rf'<td class="owner" data-label="Owner">{re.escape(agent.email)} <small class="badge">you</small>', row)
     [account] = _accounts(app)
     assert (account.address, account.status, account.connected_by_id) == (mailbox, "connected", agent.id)
     assert account.display_name == "Alice Example" and account.tenant_id == registered.tenant_id
@@ -499,7 +499,7 @@ def test_members_read_and_answer_but_do_not_manage(app, two_agents, make_user):
 
     page = _text(client_b.get("/accounts"))
     row = _row(page, mailbox)
-    assert f'<td class="owner">{a.email}</td>' in row and '<small class="muted">member</small>' in row
+    assert f'<td class="owner" data-label="Owner">{a.email}</td>' in row and '<small class="muted">member</small>' in row
     for control in (">Reconnect</button>", ">Disconnect</button>", "<summary>Settings</summary>",
                     "<summary>Members</summary>", "/settings", "/members", "/reconnect", "/disconnect"):
         assert control not in row
@@ -541,7 +541,7 @@ def test_admins_see_every_mailbox_and_manage_members(app, client, admin, two_age
     sign_in(client, admin)
     page = _text(client.get("/accounts"))
     row = _row(page, mailbox)
-    assert f'<td class="owner">{a.email}</td>' in row and "only admins and the owner" in row
+    assert f'<td class="owner" data-label="Owner">{a.email}</td>' in row and "only admins and the owner" in row
     assert ">Reconnect</button>" in row and ">Disconnect</button>" in row and "<summary>Settings</summary>" in row
     assert [x["address"] for x in api_accounts(app, admin)] == [mailbox]
     response = post_form(client, f"/accounts/{account_id}/members", {"email": b.email})

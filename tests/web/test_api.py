@@ -81,9 +81,9 @@ def test_accounts_lists_what_the_user_may_see(app, client, admin, agent, make_us
     assert agent_view.status_code == 200 and agent_view.content_type == "application/json"
     rows = agent_view.get_json()
     assert [r["address"] for r in rows] == ["mine@company.test", "shared@company.test"]
-    assert set(rows[0]) == {"id", "address", "status", "last_sync_at", "last_error"}
+    assert set(rows[0]) == {"id", "address", "status", "last_sync_at", "last_error", "provider", "transport"}
     assert rows[0] == {"id": mine, "address": "mine@company.test", "status": "connected", "last_sync_at": None,
-                       "last_error": None}
+                       "last_error": None, "provider": "microsoft", "transport": "imap"}
     assert rows[1]["last_sync_at"].endswith("Z")
 
     admin_rows = client.get("/api/v1/accounts", headers=bearer(token_for(app, admin))).get_json()

@@ -1,6 +1,8 @@
 """People change their own password (the first-run admin's generated one, above all)."""
 from __future__ import annotations
 
+import re
+
 from tests.support.app import PASSWORD, csrf_token, login
 from connector.web import devices
 from tests.support.signin import failures, sign_in
@@ -40,7 +42,8 @@ def test_the_current_password_check_is_throttled(app, client, agent):
         assert response.status_code == 400 and "current password is wrong" in response.get_data(as_text=True)
     refused = change(client, PASSWORD, "a brand new secret")  # even the right one is not checked now
     assert refused.status_code == 429
-    assert "Too many failed sign-ins. Wait 5 seconds" in refused.get_data(as_text=True)
+    # the first lock is 5 s from the last failure; a loaded machine may take a second to get here
+    assert re.search(r"Too many failed sign-ins\. Wait [1-5] seconds", refused.get_data(as_text=True))
     assert login(app.test_client(), agent.email, PASSWORD).status_code == 302  # unchanged
 
 

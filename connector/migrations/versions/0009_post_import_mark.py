@@ -1,6 +1,6 @@
 """post-import mark: up to which UID a mailbox's post-import action is known to have run
 
-Revision ID: 0011
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-02 08:00:00
 
@@ -11,7 +11,7 @@ imported, for good. `accounts.post_import_done_uid` lets the next pass run the a
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0011'
+revision = '0009'
 down_revision = '0008'
 branch_labels = None
 depends_on = None
