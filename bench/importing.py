@@ -22,7 +22,9 @@ every mail is a ticket (the account's committed import progress reaches N, read 
 every 20 ms; by then each mail is stored raw, deduplicated, threaded and visible to agents), and
 when the process exits (bodies and attachments extracted from the stored raw mail as well, so text
 search finds them). Wall times include interpreter start and the login; a second `sync --once`
-with nothing new measures that fixed part, which is reported and subtracted for the net rates.
+with nothing new measures that fixed part, which is reported and subtracted for the net rates. The target
+(issue 12) is the complete import: at least 0.4 of the raw fetch rate; the better of the two imports by that
+measure is reported.
 Peak RSS is the child's own `ru_maxrss` from wait4(), and the sum of the PSS of it and its parser
 processes sampled every 100 ms; the larger is reported.
 """
@@ -165,7 +167,8 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite") 
         def net(fixed, end):
             return max(0.001, end - fixed.seconds)
         ready = [(net(f, i.milestone_seconds or i.seconds), i.milestone_seconds or i.seconds) for i, f, *_ in runs]
-        best = min(range(len(runs)), key=lambda k: ready[k][0])
+        complete = [net(f, i.seconds) for i, f, *_ in runs]
+        best = min(range(len(runs)), key=lambda k: complete[k])  # the target is the complete (searchable) import
         imported, fixed, summary, _ = runs[best]
         ready_net, ready_gross = ready[best]
         complete_net = net(fixed, imported.seconds)
@@ -174,7 +177,8 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite") 
             "messages": count, "mb": round(mb, 1), "batch_size": batch,
             "raw_seconds": round(raw, 2), "raw_runs": [round(r["seconds"], 2) for r in raws],
             "raw_msgs_per_s": round(count / raw), "raw_mb_per_s": round(mb / raw, 1),
-            "import_runs": [round(r[0], 2) for r in ready], "best_run": best + 1,
+            "import_runs": [round(r[0], 2) for r in ready], "complete_runs": [round(c, 2) for c in complete],
+            "best_run": best + 1,
             "tickets_seconds": round(ready_gross, 2), "tickets_net_seconds": round(ready_net, 2),
             "tickets_msgs_per_s": round(count / ready_net), "tickets_mb_per_s": round(mb / ready_net, 1),
             "tickets_ratio": round(raw / ready_net, 3), "tickets_ratio_gross": round(raw / ready_gross, 3),
@@ -219,7 +223,7 @@ def _all_tickets(env: BenchEnv, account_id: int, count: int):
 
 
 def report(r: dict) -> list[str]:
-    ok_ratio = r["tickets_ratio"] >= 0.4
+    ok_ratio = r["ratio"] >= 0.4
     ok_rss = r["peak_rss_mb"] < 300
     where = "raw mail in the database (`blobs.data`, lz4), " if r.get("database") == "postgresql" else ""
     return [
@@ -229,18 +233,18 @@ def report(r: dict) -> list[str]:
         f"fetch batch {r['batch_size']}.",
         f"- Reference, plain IMAPClient fetch over TLS: {r['raw_seconds']} s (runs {r['raw_runs']}), "
         f"{r['raw_msgs_per_s']:,} mails/s, {r['raw_mb_per_s']} MB/s.",
-        f"- connector import (`connector sync --once`, best of {len(r['import_runs'])} runs: net {r['import_runs']} s), "
-        f"every mail a ticket (fetched, stored raw, parsed for what a ticket needs, deduplicated, threaded, "
+        f"- connector import (`connector sync --once`, best of {len(r['import_runs'])} runs by the complete import: net "
+        f"{r['import_runs']} s to every mail a ticket, {r.get('complete_runs')} s complete), every mail a ticket (fetched, stored raw, parsed, deduplicated, threaded, "
         f"committed): {r['tickets_seconds']} s wall, of which "
         f"{r['startup_seconds']} s start-up and login (a second run with nothing new); net {r['tickets_net_seconds']} s "
-        f"= {r['tickets_msgs_per_s']:,} mails/s, {r['tickets_mb_per_s']} MB/s; CPU {r['tickets_cpu_seconds']} s "
-        f"with the parser pool.",
-        f"- **Ratio import/raw: {r['tickets_ratio']}** (gross {r['tickets_ratio_gross']}); target >= 0.4: "
+        f"= {r['tickets_msgs_per_s']:,} mails/s, {r['tickets_mb_per_s']} MB/s, ratio {r['tickets_ratio']} "
+        f"(gross {r['tickets_ratio_gross']}); CPU {r['tickets_cpu_seconds']} s with the parser pool.",
+        f"- Complete, every body and attachment extracted and in the full-text index (searchable): "
+        f"{r['import_seconds']} s wall, net {r['import_net_seconds']} s = {r['import_msgs_per_s']:,} mails/s, "
+        f"{r['import_mb_per_s']} MB/s; CPU {r['tree_cpu_seconds']} s in all (main process {r['import_cpu_seconds']} s, "
+        f"the rest in the parser pool).",
+        f"- **Ratio complete import/raw: {r['ratio']}** (gross {r['ratio_gross']}); target >= 0.4: "
         f"**{'met' if ok_ratio else 'missed'}**.",
-        f"- Complete, bodies and attachments extracted too (searchable): {r['import_seconds']} s wall, net "
-        f"{r['import_net_seconds']} s = {r['import_msgs_per_s']:,} mails/s, {r['import_mb_per_s']} MB/s, ratio "
-        f"{r['ratio']}; CPU {r['tree_cpu_seconds']} s in all (main process {r['import_cpu_seconds']} s, the rest in "
-        f"the parser pool).",
         f"- **Peak RSS of the import: {r['peak_rss_mb']} MB**, the worse of both runs (main process "
         f"{r['main_peak_rss_mb']} MB by wait4; with its parser processes {r['tree_peak_rss_mb']} MB, the sum of "
         f"their PSS sampled every 100 ms); target < 300 MB: "

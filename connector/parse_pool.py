@@ -14,7 +14,8 @@ import logging
 from typing import Callable, Union
 
 from .mail import budget as _budget
-from .mail.parse import MailHeaders, ParsedMail, header_slice, parse_headers, parse_message
+from .mail.fastpath import parse_mail
+from .mail.parse import MailHeaders, ParsedMail, header_slice, parse_headers
 
 log = logging.getLogger(__name__)
 POOL_SIZE = _budget.DEFAULT_SIZE
@@ -42,12 +43,17 @@ class ParserDied(_budget.WorkerLost):
 
 
 def _parse_one(raw: bytes, max_size: int) -> ParsedMail:
-    return parse_message(raw, max_size=max_size)
+    return parse_mail(raw, max_size=max_size)
 
 
 def _headers_one(block_and_size: tuple[bytes, int]) -> MailHeaders:
     block, size = block_and_size
     return parse_headers(block, size=size)
+
+
+def _whole_or_headers(item: bytes | tuple[bytes, int], parse: Callable[[bytes], ParsedMail]) -> Parsed:
+    """A big import's mail: whole (`bytes`) or, when it is too big to parse now, its headers (a tuple)."""
+    return _headers_one(item) if isinstance(item, tuple) else parse(item)
 
 
 def pool() -> _budget.BudgetPool:
@@ -67,21 +73,27 @@ def reset_pool() -> None:
     _budget.reset_shared_pool()
 
 
-def start(raws: list[bytes], *, headers_only: bool, max_size: int,
-          budget: float = DEFAULT_BUDGET) -> tuple[Callable[[], list[Parsed]], bool]:
+def start(raws: list[bytes], *, headers_only: bool, max_size: int, budget: float = DEFAULT_BUDGET,
+          whole: list[bool] | None = None) -> tuple[Callable[[], list[Parsed]], bool]:
     """Begin parsing `raws`: headers only (`MailHeaders`) or whole mails (`ParsedMail`), each within `budget`
-    seconds.
+    seconds. With `headers_only` and `whole` (a flag per mail), the flagged mails are parsed whole all the same
+    (a big import parses whole what it can afford to hold in memory, see sync/import_pass.py).
 
     Returns (a callable giving one result per mail, in order, pooled). Headers-only work hands the processes
     only `header_slice` of each mail, a few KB instead of the whole message. A mail over the budget comes
     back as `ParseTimeout`, one whose process died as `ParserDied`.
     """
-    if headers_only:
-        work: list = [(header_slice(raw), len(raw)) for raw in raws]
-        task: Callable = _headers_one
+    whole_one = functools.partial(_parse_one, max_size=max_size)
+    if headers_only and whole is not None and any(whole):
+        work: list = [raw if flag else (header_slice(raw), len(raw)) for raw, flag in zip(raws, whole)]
+        task: Callable = functools.partial(_whole_or_headers, parse=whole_one)
+        per_slice = MAIL_SLICE
+    elif headers_only:
+        work = [(header_slice(raw), len(raw)) for raw in raws]
+        task = _headers_one
         per_slice = HEADER_SLICE
     else:
-        work, task, per_slice = raws, functools.partial(_parse_one, max_size=max_size), MAIL_SLICE
+        work, task, per_slice = raws, whole_one, MAIL_SLICE
     # Small batches go one mail per process hand-over, so that they spread over every process.
     per_slice = max(1, min(per_slice, len(work) // (2 * POOL_SIZE)))
     try:

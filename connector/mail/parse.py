@@ -47,7 +47,7 @@ from .mime import (
 )
 
 __all__ = ["Address", "MailHeaders", "Part", "ParsedMail", "header_slice", "parse_headers", "parse_message",
-           "DEFAULT_MAX_SIZE"]
+           "parse_tree", "DEFAULT_MAX_SIZE"]
 
 DEFAULT_MAX_SIZE = 36 * 1024 * 1024  # Exchange Online's default receive limit
 
@@ -231,18 +231,24 @@ def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail
                      "body and attachments not imported")
         return ParsedMail(parse_headers(raw), "", None, [], notes, assemble([], [], 0).display)
     try:
-        root = read_message(raw)
-        hints = lazy_hints(raw)
-        mail_headers = _mail_headers(root, Fields(root, hints), len(raw))
-        eol = raw.find(b"\n")
-        walker = _Walker(notes, hints, "\r\n" if eol > 0 and raw[eol - 1] == 0x0D else "\n")
-        shown = assemble(walker.walk(root), walker.files, len(walker.attachments))
-        return ParsedMail(mail_headers, shown.body_text, shown.body_html, walker.attachments, notes, shown.display)
+        return parse_tree(raw, read_message(raw), notes)
     except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on absurd nesting
         notes.append(f"MIME structure could not be parsed ({type(exc).__name__}): "
                      "raw body kept as text")
         shown = text_only(_newlines(decode_text(raw[header_end(raw):], None)))
         return ParsedMail(parse_headers(raw), shown.body_text, None, [], notes, shown.display)
+
+
+def parse_tree(raw: bytes, root: Message, notes: list[str] | None = None) -> ParsedMail:
+    """What `parse_message` makes of `raw` once its MIME tree `root` is read (by the stdlib's feed parser, or
+    by the fast path of fastpath.py, which builds the same tree for simply built mails). May raise."""
+    notes = [] if notes is None else notes
+    hints = lazy_hints(raw)
+    mail_headers = _mail_headers(root, Fields(root, hints), len(raw))
+    eol = raw.find(b"\n")
+    walker = _Walker(notes, hints, "\r\n" if eol > 0 and raw[eol - 1] == 0x0D else "\n")
+    shown = assemble(walker.walk(root), walker.files, len(walker.attachments))
+    return ParsedMail(mail_headers, shown.body_text, shown.body_html, walker.attachments, notes, shown.display)
 
 
 def _as_bytes(raw: object) -> bytes:

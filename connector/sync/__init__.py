@@ -2,8 +2,9 @@
 
 1. fetch: the transport (transport/, over mail/imap.py) lists what is new since the cursor and fetches
    raw mail in batches; a fetching thread (sync/fetcher.py) keeps the next batch coming;
-2. parse: parse_pool.py parses in worker processes under a time budget (mail/parse.py) - headers only
-   for a backlog of `DEFER_BODIES_FROM` mails or more, whole mails otherwise;
+2. parse: parse_pool.py parses whole mails in worker processes under a time budget (mail/parse.py, with
+   the fast path of mail/fastpath.py); in a backlog of `DEFER_BODIES_FROM` mails or more, the mails past
+   its memory allowance (import_pass.parse_whole) are parsed for their headers only;
 3. ingest: ingest.py turns the batch into articles on tickets; sync/import_pass.py commits it with the
    new high-water mark, fenced by the mailbox's lease (sync/fence.py), then runs the post-import action
    (sync/post_import.py); a mail that keeps failing is quarantined (sync/quarantine.py);

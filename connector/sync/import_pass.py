@@ -4,8 +4,10 @@ with the new high-water mark (fenced by the lease), then queue its post-import a
 Speed, for a big first import: the fetching thread (fetcher.py) fetches batch n+1 and hands it to the
 parser pool and to the pack writers (SQLite: raw mail goes to pack files, see blobs.py) while this thread
 stores batch n; each batch is committed once its pack is durable. A backlog (a batch of
-`DEFER_BODIES_FROM` mails or more) is parsed for its headers only, which is enough to dedup, thread and
-open tickets; body and attachments are extracted from the stored raw mail afterwards (extract.py).
+`DEFER_BODIES_FROM` mails or more) is parsed whole as far as its memory allowance goes (`parse_whole`: with
+the fast path of mail/fastpath.py that is cheaper than a second pass, and every mail is searchable once it is
+a ticket); its bigger mails are parsed for their headers only, which is enough to dedup, thread and open
+tickets, and their body and attachments are extracted from the stored raw mail afterwards (extract.py).
 """
 from __future__ import annotations
 
@@ -26,8 +28,39 @@ from .post_import import ActionProgress, catch_up
 from .quarantine import record_failure
 
 log = logging.getLogger(__name__)
-DEFER_BODIES_FROM = 32  # mails in one fetched batch: from this many, headers now and bodies afterwards
+DEFER_BODIES_FROM = 32  # mails in one fetched batch: from this many, a backlog (see `parse_whole`)
+WHOLE_MAIL_BYTES = 4 * 1024 * 1024  # a backlog's mails up to this size are parsed whole at import ...
+WHOLE_BATCH_BYTES = 32 * 1024 * 1024  # ... while a batch's whole-parsed mails stay within this many bytes
 PACK_WRITERS = 2  # pack files written at once: one fsync waits on the disk while the next pack is written
+
+
+def parse_whole(raws: list[bytes]) -> list[bool]:
+    """Which mails of a backlog batch are parsed whole at import: the fast path (mail/fastpath.py) makes that
+    cheaper than extracting their bodies afterwards (no second read of the raw mail, no second write of the
+    article), so they are searchable at once. Bigger mails, and those past the batch's byte allowance, are
+    taken from their headers and extracted afterwards (extract.py), so a batch of big mails holds no more
+    than `WHOLE_BATCH_BYTES` of parsed content in memory at once."""
+    flags, held = [], 0
+    for raw in raws:
+        flag = len(raw) <= WHOLE_MAIL_BYTES and held + len(raw) <= WHOLE_BATCH_BYTES
+        held += len(raw) if flag else 0
+        flags.append(flag)
+    return flags
+
+
+def _headers_where_whole_failed(collect, raws: list[bytes], whole: list[bool], max_size: int, budget: float):
+    """A backlog's mail parsed whole that overran the budget (or whose parser died) is taken from its headers
+    instead, as a backlog's mails were before they were parsed whole: it becomes a ticket at once, and the
+    extraction afterwards notes on it why its body is missing (a mail that fails even so is quarantined)."""
+    def results() -> list:
+        parsed = collect()
+        failed = [i for i, (flag, one) in enumerate(zip(whole, parsed)) if flag and isinstance(one, BaseException)]
+        if failed:
+            again, _ = parse_pool.start([raws[i] for i in failed], headers_only=True, max_size=max_size, budget=budget)
+            for i, one in zip(failed, again()):
+                parsed[i] = one
+        return parsed
+    return results
 
 
 class ImportPass:
@@ -72,6 +105,8 @@ class ImportPass:
         try:
             for batch, parsed in fetcher.parsed_batches():
                 blocked = self._store(session, account, batch, parsed(), blocked, len(uids), fetcher.actions)
+                del parsed
+                parse_pool.release_memory()  # a batch's mail and what was parsed from it: back to the system
                 if self.should_stop():
                     break
         finally:
@@ -98,8 +133,14 @@ class ImportPass:
         file (SQLite). Returns a callable that gives the batch as [FetchedMail or (uid, raw, the exception
         parsing raised)], once the pack is durable."""
         mail = self.rt.settings.mail
-        collect, _ = parse_pool.start([raw for _, raw in fetched], headers_only=len(fetched) >= DEFER_BODIES_FROM,
+        raws = [raw for _, raw in fetched]
+        backlog = len(fetched) >= DEFER_BODIES_FROM
+        whole = parse_whole(raws) if backlog else None
+        collect, _ = parse_pool.start(raws, headers_only=backlog, whole=whole,
                                       max_size=mail.max_message_bytes, budget=mail.parse_timeout_seconds)
+        if whole is not None:
+            collect = _headers_where_whole_failed(collect, raws, whole, mail.max_message_bytes,
+                                                  mail.parse_timeout_seconds)
         written = writer.submit(self.files.write_pack, [raw for _, raw in fetched]) \
             if writer is not None and fetched else None
 

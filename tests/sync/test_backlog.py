@@ -11,9 +11,16 @@ from sqlalchemy import func, select
 from connector import extract, users
 from connector.blobs import BlobFiles, read_blob
 from connector.models import Account, Article, Attachment, Blob, Ticket, User
-from connector.sync import DEFER_BODIES_FROM, AccountSync, SyncError
+from connector.sync import DEFER_BODIES_FROM, AccountSync, SyncError, import_pass
 from tests.support.app import login
 from tests.support.mail import connect, make_mail, run_pass
+
+
+@pytest.fixture(autouse=True)
+def bodies_afterwards(monkeypatch):
+    """These tests are about bodies extracted after the import: every backlog mail is taken from its headers, as
+    one too big to parse whole at import is (import_pass.parse_whole; tests/sync/test_bodies_at_import.py)."""
+    monkeypatch.setattr(import_pass, "WHOLE_MAIL_BYTES", 0)
 
 
 def _mail_with_attachment(address: str, word: str) -> bytes:

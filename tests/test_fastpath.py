@@ -1,0 +1,114 @@
+"""The parser's fast path (connector/mail/fastpath.py) gives what the stdlib path gives, on every corpus mail.
+
+Two levels: the tree `read_simple` builds is the feed parser's tree (every part's headers, payload,
+preamble, epilogue, default type and defects), and `parse_mail` gives the same `ParsedMail` as
+`parse_message` (headers, body_text, body_html, attachments with their names, types, bytes, content ids
+and inline flags, notes, display model). A mail the fast path does not take must come back as None, not
+as a tree of its own; and most of the corpus must be taken, or the fast path has silently stopped working.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from connector.mail.fastpath import parse_mail, read_simple
+from connector.mail.feed import BoundedMessage
+from connector.mail.headers import read_message
+from connector.mail.parse import parse_message
+from tests.corpus import CORPUS_DIR, corpus_names, load_mail
+from tests.support.mail import make_mail
+
+NAMES = corpus_names()
+pytestmark = pytest.mark.skipif(not NAMES, reason=f"the mail corpus is not at {CORPUS_DIR}")
+TAKEN_AT_LEAST = 85  # of the 108 corpus mails (91 when this was written: forwarded mails and bounces are not)
+
+
+def tree(msg) -> tuple:
+    payload = msg._payload
+    return (isinstance(msg, BoundedMessage), msg._headers, msg._unixfrom, msg.preamble, msg.epilogue, msg.get_default_type(),
+            [type(d).__name__ for d in msg.defects],
+            [tree(part) for part in payload] if isinstance(payload, list) else payload)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_fast_path_gives_what_the_stdlib_gives(name):
+    raw = load_mail(name).raw
+    fast = read_simple(raw)
+    if fast is not None:
+        assert tree(fast) == tree(read_message(raw))
+    assert parse_mail(raw) == parse_message(raw)
+
+
+def test_most_of_the_corpus_takes_the_fast_path():
+    taken = [name for name in NAMES if read_simple(load_mail(name).raw) is not None]
+    assert len(taken) >= TAKEN_AT_LEAST, f"only {len(taken)} corpus mails took the fast path"
+
+
+def _multipart(body: str, boundary: str = "b1") -> bytes:
+    return (f'From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n'
+            f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n{body}').encode()
+
+
+SIMPLE = ("preamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nHello\r\n"
+          "--b1\r\nContent-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+          "JVBERi0=\r\n--b1--\r\nepilogue\r\n")
+
+
+@pytest.mark.parametrize("raw, taken", [
+    (_multipart(SIMPLE), True),
+    (make_mail(to="b@example.com", body="plain text"), True),
+    (_multipart(SIMPLE.replace("--b1--", "--b1-- ")), True),  # white space after the closing boundary
+    (_multipart(SIMPLE.replace("--b1--\r\nepilogue\r\n", "")), True),  # no closing boundary: cut short
+    (_multipart(SIMPLE[:SIMPLE.index("--b1\r\nContent-Type: application")] + "--b1\r\n"), False),  # ends on one
+    (_multipart(SIMPLE.replace("preamble\r\n--b1\r\n", "")), True),  # the first part becomes the preamble
+    (_multipart("no boundary line at all\r\n"), False),
+    (_multipart(SIMPLE.replace("Hello\r\n", "Hello\r\n--b1\r\n")), False),  # two boundary lines in a row
+    (_multipart(SIMPLE.replace("Hello", "He\rllo")), False),  # a lone CR (a line break to the feed parser)
+    (_multipart(SIMPLE.replace("Content-Type: text/plain\r\n", "Content-Type: text/plain\r\nnot a field\r\n")),
+     False),
+    (_multipart(SIMPLE.replace("Content-Type: text/plain", "Content-Type: message/rfc822")), False),
+    (_multipart(SIMPLE, boundary="b1").replace(b"multipart/mixed", b"multipart/digest"), False),
+    (_multipart("--b1\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n\r\nx\r\n--b1--\r\n--b1--\r\n"),
+     False),  # a boundary reused inside its own multipart
+])
+def test_only_simply_built_mails_take_the_fast_path_and_they_read_the_same(raw, taken):
+    fast = read_simple(raw)
+    assert (fast is not None) == taken
+    if fast is not None:
+        assert tree(fast) == tree(read_message(raw))
+    assert parse_mail(raw) == parse_message(raw)
+
+
+def _mutations(raw: bytes, rnd: random.Random, count: int):
+    """Line-level damage real mail shows: lines dropped, doubled or cut, a boundary line's dashes or line
+    break changed, the mail cut short."""
+    lines = raw.split(b"\n")
+    for _ in range(count):
+        mutated = list(lines)
+        for _ in range(rnd.randint(1, 3)):
+            i = rnd.randrange(len(mutated))
+            kind = rnd.randrange(6)
+            if kind == 0:
+                del mutated[i]
+            elif kind == 1:
+                mutated.insert(i, mutated[i])
+            elif kind == 2:
+                mutated[i] = mutated[i][:rnd.randrange(len(mutated[i]) + 1)]
+            elif kind == 3:
+                mutated[i] = mutated[i] + b"--" if mutated[i].startswith(b"--") else b"--" + mutated[i]
+            elif kind == 4:
+                mutated[i] = mutated[i].rstrip(b"\r") + b"\r\r"
+            else:
+                mutated = mutated[:i + 1]
+        yield b"\n".join(mutated)
+
+
+@pytest.mark.parametrize("name", NAMES[::4])
+def test_damaged_corpus_mails_read_the_same_either_way(name):
+    rnd = random.Random(name)
+    for raw in _mutations(load_mail(name).raw, rnd, 12):
+        fast = read_simple(raw)
+        if fast is not None:
+            assert tree(fast) == tree(read_message(raw))
+        assert parse_mail(raw) == parse_message(raw)
