@@ -1,8 +1,10 @@
-"""A backlog is parsed whole at import, so its mails are searchable as soon as they are tickets; what is too
-big for the import's memory allowance, or overruns the parse budget, is taken from its headers and
-extracted afterwards, as every backlog mail was before (tests/sync/test_backlog.py covers that path)."""
+"""With `import_pass.WHOLE_MAIL_BYTES` set (it is 0, off, by default: see its comment), a backlog is parsed
+whole at import, so its mails are searchable as soon as they are tickets; what is too big for the import's
+memory allowance, or overruns the parse budget, is taken from its headers and extracted afterwards, as
+with the default (tests/sync/test_backlog.py covers that path)."""
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from connector import extract, parse_pool, users
@@ -11,6 +13,11 @@ from connector.sync import DEFER_BODIES_FROM, import_pass
 from tests.support.mail import connect, make_mail, run_pass
 from tests.sync.test_backlog import _mail_with_attachment
 from tests.sync.test_parse_budget import hang_on_marker
+
+
+@pytest.fixture(autouse=True)
+def parse_whole_on(monkeypatch):
+    monkeypatch.setattr(import_pass, "WHOLE_MAIL_BYTES", 4 * 1024 * 1024)
 
 
 def _api(app, user) -> tuple:
