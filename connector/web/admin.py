@@ -63,26 +63,12 @@ def microsoft():
     rt = runtime()
     session = db()
     form = RegistrationForm()
-    error = None
-    status = 200
-    if form.validate_on_submit():
-        try:
-            registration.save(session, rt.settings, rt.vault, client_id=form.client_id.data, tenant=form.tenant.data,
-                              client_secret=form.client_secret.data, secret_expires_on=form.secret_expires_on.data,
-                              by=current_user.email)
-        except registration.RegistrationInputError as exc:
-            getattr(form, exc.field).errors.append(str(exc))
-            status = 400
-        except IdentityError as exc:
-            session.rollback()
-            error = exc.explained.message
-            status = 400
-        else:
-            session.commit()
-            flash("Saved. Microsoft accepted the app registration.", "success")
-            return redirect(url_for(".microsoft"))
-    elif form.is_submitted():
-        status = 400
+    saved, error, status = _save_app(form, lambda: registration.save(
+        session, rt.settings, rt.vault, client_id=form.client_id.data, tenant=form.tenant.data,
+        client_secret=form.client_secret.data, secret_expires_on=form.secret_expires_on.data, by=current_user.email))
+    if saved:
+        flash("Saved. Microsoft accepted the app registration.", "success")
+        return redirect(url_for(".microsoft"))
     current = registration.view(session, rt.settings)
     if not form.is_submitted() and current is not None:
         form.client_id.data, form.tenant.data = current.client_id, current.tenant
@@ -96,6 +82,24 @@ def microsoft():
                            authority_host=rt.settings.microsoft.authority_host), status
 
 
+def _save_app(form, save) -> tuple[bool, str | None, int]:
+    """Save an app registration from a submitted form, checked with its provider first: (saved, the
+    provider's refusal in words, HTTP status). A field the provider cannot take gets its error on the form."""
+    if not form.validate_on_submit():
+        return False, None, 400 if form.is_submitted() else 200
+    session = db()
+    try:
+        save()
+    except registration.RegistrationInputError as exc:
+        getattr(form, exc.field).errors.append(str(exc))
+        return False, None, 400
+    except IdentityError as exc:
+        session.rollback()
+        return False, exc.explained.message, 400
+    session.commit()
+    return True, None, 200
+
+
 @bp.route("/google", methods=["GET", "POST"])
 @admin_required
 def google():
@@ -103,25 +107,12 @@ def google():
     rt = runtime()
     session = db()
     form = GoogleAppForm()
-    error = None
-    status = 200
-    if form.validate_on_submit():
-        try:
-            google_registration.save(session, rt.settings, rt.vault, client_id=form.client_id.data,
-                                     client_secret=form.client_secret.data, by=current_user.email)
-        except registration.RegistrationInputError as exc:
-            getattr(form, exc.field).errors.append(str(exc))
-            status = 400
-        except IdentityError as exc:
-            session.rollback()
-            error = exc.explained.message
-            status = 400
-        else:
-            session.commit()
-            flash("Saved. Google accepted the Client ID and the Client secret.", "success")
-            return redirect(url_for(".google"))
-    elif form.is_submitted():
-        status = 400
+    saved, error, status = _save_app(form, lambda: google_registration.save(
+        session, rt.settings, rt.vault, client_id=form.client_id.data, client_secret=form.client_secret.data,
+        by=current_user.email))
+    if saved:
+        flash("Saved. Google accepted the Client ID and the Client secret.", "success")
+        return redirect(url_for(".google"))
     current = google_registration.view(session, rt.settings)
     if not form.is_submitted() and current is not None:
         form.client_id.data = current.client_id
