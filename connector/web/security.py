@@ -29,7 +29,12 @@ def _load_user(user_id: str) -> User | None:
 
 @login_manager.unauthorized_handler
 def _unauthorized():
-    """To the sign-in page, saying why: not signed in, or the session that just ended."""
+    """To the sign-in page, saying why: not signed in, or the session that just ended. A page's background
+    request (the ticket list's refresh asks for JSON) gets a 401 instead: following a redirect there would
+    show the reason to nobody, and the page the person opens next must still say it."""
+    if request.accept_mimetypes.best == "application/json" or request.headers.get("Sec-Fetch-Mode") == "cors":
+        return jsonify(error="unauthorized", detail="Not signed in, or the session has ended: reload the page "
+                                                    "to sign in."), 401
     sessions.flash_reason(login_manager.login_message)
     return redirect(login_url(login_manager.login_view, next_url=request.url))
 

@@ -163,7 +163,7 @@ def kill_repeatedly(killer: Killer, backlog: "Backlog | _Doubled", planned: int,
     while len(killer.out.kills) < planned:
         done = killer.progress()
         if done >= backlog.total:
-            if backlog.rounds >= 2 * planned + 1:
+            if backlog.rounds >= max(5, 2 * planned + 1):  # a fast machine may finish a round before a kill lands
                 raise ScenarioFailed(f"{len(killer.out.kills)} of {planned} kills hit the {killer.phase} in "
                                      f"{backlog.rounds} rounds of mail")
             backlog.add_round()

@@ -69,13 +69,13 @@ def test_create_shows_the_token_once_and_it_works(app, client, agent):
     assert row.name == "reporting script" and row.token_hash != token and token not in row.token_hash
     assert timedelta(days=29, hours=23) < row.expires_at - row.created_at <= timedelta(days=30)
     assert row.last_used_at is None
-    assert re.search(r'class="last-used">never</td>', listing)
+    assert re.search(r'class="last-used"[^>]*>never</td>', listing)
     api = app.test_client()
     assert api.get(API, headers=bearer(token)).status_code == 200
     used = token_row(app, row.id).last_used_at
     listing = client.get("/account/tokens").get_data(as_text=True)
-    assert f'class="last-used">{used:%Y-%m-%d %H:%M} UTC</td>' in listing
-    assert f'class="expires">{row.expires_at:%Y-%m-%d %H:%M} UTC</td>' in listing
+    assert f'class="last-used" data-label="Last used">{used:%Y-%m-%d %H:%M} UTC</td>' in listing
+    assert f'class="expires" data-label="Expires">{row.expires_at:%Y-%m-%d %H:%M} UTC</td>' in listing
 
 
 def test_a_token_without_expiry(client, app, agent):
