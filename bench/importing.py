@@ -105,8 +105,8 @@ def raw_fetch(env: BenchEnv, account_id: int, address: str, batch_size: int) -> 
     return {"seconds": seconds, "messages": count, "bytes": size}
 
 
-def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite") -> dict:
-    n = SIZES[size]
+def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", mails: int | None = None) -> dict:
+    n = mails or SIZES[size]
     with BenchEnv(workdir, database=database) as env:
         boxes = []
         for tag in ("", "2"):  # two mailboxes of the same mails: the import runs twice, as the reference does

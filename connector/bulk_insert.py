@@ -31,11 +31,13 @@ def store_blob(session: Session, data: bytes) -> str:
 def store_blobs(conn, blobs: dict[str, bytes], packed: dict[str, Packed] | None = None) -> None:
     """Store many blobs (by sha256) with one lookup and one multi-row INSERT of those not stored yet.
 
-    `packed`: blobs whose bytes are already written to a pack file (blobs.py), by sha256. On PostgreSQL
+    `packed`: blobs whose bytes are already written to a pack file (blobs.py), by sha256; or, with no pack,
+    committed in the table already (PostgreSQL's raw writers, raw_writer.py): nothing to write for those,
+    and the foreign keys that refer to them make the database check that they are there. On PostgreSQL
     another transaction may be storing the same bytes at the same time (the same attachment arriving in
     two mailboxes): ON CONFLICT DO NOTHING lets the second one wait for the first and keep its row.
     """
-    packed = packed or {}
+    packed = {key: where for key, where in (packed or {}).items() if where.pack is not None}
     if packed and conn.dialect.name != "sqlite":
         raise ValueError("pack files are for the embedded SQLite database only: with a database server the "
                          "bytes go in the table, where every worker machine can read them")
