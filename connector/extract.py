@@ -55,11 +55,12 @@ def pending_ids(session: Session, account_ids: Iterable[int] | None = None, limi
 
 
 def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes | None]]:
-    rows = session.execute(select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
-                                  case((Blob.pack.is_(None), Blob.data), else_=None))
-                           .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
-                           .where(Article.id.in_(article_ids), or_(_PENDING, _LEGACY))
-                           .order_by(Article.id)).all()
+    rows = bulk_insert.binary_rows(session.connection(),  # bytea as bytes, not hex text, on PostgreSQL
+                                   select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
+                                          case((Blob.pack.is_(None), Blob.data), else_=None))
+                                   .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
+                                   .where(Article.id.in_(article_ids), or_(_PENDING, _LEGACY))
+                                   .order_by(Article.id))
     files = BlobFiles.for_bind(session.get_bind()) if any(row[2] for row in rows) else None
     return [(article_id, data if pack is None else
              files.read(pack, offset, size, sha256) if files is not None else None)
