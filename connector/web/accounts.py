@@ -18,7 +18,6 @@ from flask import (Blueprint, Flask, abort, flash, make_response, redirect, rend
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from wtforms import EmailField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
@@ -295,16 +294,9 @@ def _prove_access(identity, connected, shared: str, transport: str = "imap") -> 
 
 def _store_connection(connected, shared: str | None, reconnect_id: int | None) -> accounts.Connection:
     """accounts.connect, committed; raises ConnectRefused. A shared mailbox arrives here proven."""
-    def store() -> accounts.Connection:
-        result = accounts.connect(db(), runtime().vault, current_user, connected, shared_address=shared,
-                                  access_proven=bool(shared), reconnect_id=reconnect_id)
-        db().commit()
-        return result
-    try:
-        return store()
-    except IntegrityError:  # the same mailbox was created at this moment elsewhere: decide again against it
-        db().rollback()
-        return store()
+    return accounts.connect_committed(db(), lambda: accounts.connect(
+        db(), runtime().vault, current_user, connected, shared_address=shared, access_proven=bool(shared),
+        reconnect_id=reconnect_id))
 
 
 def _connected_message(result: accounts.Connection) -> str:
