@@ -38,6 +38,7 @@ class MailServers:
         self._check_transport(account)
         if account.transport == "graph":
             return graph_transport.open_mailbox(self.rt, session, account)
+        graph_transport.forget_subscription(self.rt, session, account)  # switched back from Graph: once
         servers = self._servers(account)
         factory = self.gmail_factory if account.provider == "google" else self.imap_factory
         for force_refresh in (False, True):
