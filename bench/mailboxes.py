@@ -102,6 +102,8 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
         ids = env.connect_many(emails, threads=4)
         connect_seconds = time.perf_counter() - t0
         log(f"mailboxes: connected {n} mailboxes through the auth-code flow in {connect_seconds:.0f} s")
+        pages = page_times(env, emails)
+        log(f"mailboxes: the Mailboxes page with {n} mailboxes: {pages}")
         for i, email in enumerate(emails):  # one waiting mail each, as Maildir files
             raw = _mail(email, f"Waiting mail {i}")
             cur = env.maildir(email) / "cur"
@@ -221,6 +223,7 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
             "threads": threads[k]})
     return {
         "mailboxes": n, "workers": n_workers, "per_worker": per_worker, "connect_seconds": round(connect_seconds, 1),
+        "connect_per_mailbox_ms": round(connect_seconds / n * 1000, 1), "page_ms": pages,
         "first_sync_seconds": round(first_sync, 1), "first_sync_per_mailbox_ms": round(first_sync / n * 1000, 1),
         "ref_first_pass_ms": round(per_mailbox_ref * 1000, 1),
         "first_sync_ratio": round(first_sync / (per_mailbox_ref * n), 2),
@@ -243,6 +246,27 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
         "api_polls": watcher.polls, "latencies_s": sorted(round(x, 3) for x in latencies),
         "database": database, "postgresql": env.database_settings,
     }
+
+
+def page_times(env: BenchEnv, emails: list[str], repeat: int = 5) -> dict[str, float]:
+    """Median milliseconds of GET /accounts as the agent who owns every mailbox (so each row has all its
+    forms): the first page, the last page, and a search for the last address."""
+    from connector.mailbox_list import PAGE_SIZE
+
+    client = env._client()
+    last = max(1, math.ceil(len(emails) / PAGE_SIZE))
+    paths = {"first_page": "/accounts", "last_page": f"/accounts?page={last}",
+             "search": f"/accounts?q={sorted(emails)[-1]}"}
+    times = {}
+    for name, path in paths.items():
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            response = client.get(path)
+            samples.append(time.perf_counter() - t0)
+            assert response.status_code == 200, (path, response.status_code)
+        times[name] = round(sorted(samples)[len(samples) // 2] * 1000, 1)
+    return times
 
 
 def _plain_first_pass(env: BenchEnv, emails: list[str], tokens: list[str]) -> float:
@@ -269,9 +293,15 @@ def report(r: dict) -> list[str]:
     ok_tokens = r["token_calls_per_mailbox_hour"] <= r["token_allowance_per_mailbox_hour"]
     workers = r.get("workers", 1)
     lines = [*([f"- Database: {describe(r['postgresql'])}."] if r.get("postgresql") else []),
-             f"- {r['mailboxes']:,} mailboxes connected through the auth-code flow ({r['connect_seconds']} s), "
+             f"- {r['mailboxes']:,} mailboxes connected through the auth-code flow ({r['connect_seconds']} s"
+             + (f", {r['connect_per_mailbox_ms']} ms a mailbox" if "connect_per_mailbox_ms" in r else "") + "), "
              + (f"one `connector worker` ({r['threads']} threads at the end)." if workers == 1 else
                 f"{workers} `connector worker` processes started together ({r['threads']} threads in all at the end).")]
+    if r.get("page_ms"):
+        p = r["page_ms"]
+        lines.append(f"- The Mailboxes page (GET /accounts, 50 mailboxes a page, each with its forms) with "
+                     f"{r['mailboxes']:,} mailboxes: **first page {p['first_page']} ms, last page {p['last_page']} ms, "
+                     f"a search for one address {p['search']} ms** (median of 5).")
     lines += [
         f"- **First sync of all: {r['first_sync_seconds']} s** ({r['first_sync_per_mailbox_ms']} ms a mailbox); "
         f"reference, the same network steps by a plain IMAPClient one mailbox after another: "
