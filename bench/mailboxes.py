@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 import smtplib
 import subprocess
 import sys
@@ -147,6 +148,7 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
             cpu0 = [cpu_seconds(proc.pid) for proc in procs]
             db_cpu0 = tree_sample(postmaster, memory=False)[1] if postmaster else None
             wall0 = time.perf_counter()
+            steady_from = datetime.now()  # the workers log local time
             stats0 = env.idp_stats()
             total = max(1, round(minutes * per_minute))
             due = sorted(rng.uniform(0, minutes * 60) for _ in range(total))
@@ -203,6 +205,7 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
                     proc.wait()
             for log_file in logs:
                 log_file.close()
+        inside = news_timings([workdir / f"worker-{k + 1}.log" for k in range(n_workers)], steady_from)
         # Reference for the first sync: the network part of it, plainly, for a sample of the mailboxes.
         sample = ids[: min(n, 100)]
         tokens = [env.access_token(i) for i in sample]
@@ -243,9 +246,39 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
         "token_calls_steady": token_steady,
         "token_calls_per_mailbox_hour": round(token_steady / n / (steady_seconds / 3600), 3),
         "token_allowance_per_mailbox_hour": round(3600 / lifetime, 2), "access_token_lifetime": lifetime,
-        "api_polls": watcher.polls, "latencies_s": sorted(round(x, 3) for x in latencies),
+        "api_polls": watcher.polls, "inside_worker": inside, "latencies_s": sorted(round(x, 3) for x in latencies),
         "database": database, "postgresql": env.database_settings,
     }
+
+
+NEWS_LINE = re.compile(r"^(\S+ \S+),\d+ .*mailbox (\d+): news to commit ([\d.]+) s \(waiting for a sync thread "
+                       r"([\d.]+) s, ending IDLE ([\d.]+) s, pass ([\d.]+) s: (.*)\)$")
+
+
+def news_timings(paths: list[Path], since: datetime) -> dict:
+    """What the workers logged for each new mail of the steady state (worker/running.py: from the IDLE news
+    to the commit, and where that time went): percentiles, and the slowest mails' lines."""
+    rows = []
+    for path in paths:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            match = NEWS_LINE.match(line)
+            if not match or datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S") < since.replace(microsecond=0):
+                continue
+            phases = dict((name, float(sec)) for name, sec in re.findall(r"(\w+) ([\d.]+) s", match.group(7)))
+            rows.append({"total": float(match.group(3)), "pool_wait": float(match.group(4)),
+                         "idle_done": float(match.group(5)), "pass": float(match.group(6)), **phases})
+    if not rows:
+        return {"passes": 0}
+    totals = [r["total"] for r in rows]
+    return {"passes": len(rows), "p50_s": round(percentile(totals, 50), 3), "p95_s": round(percentile(totals, 95), 3),
+            "max_s": round(max(totals), 3),
+            "max_by_phase_s": {k: round(max(r.get(k, 0.0) for r in rows), 3)
+                               for k in ("pool_wait", "idle_done", "pass", "list", "fetch", "store")},
+            "slowest": sorted(rows, key=lambda r: -r["total"])[:5]}
 
 
 def page_times(env: BenchEnv, emails: list[str], repeat: int = 5) -> dict[str, float]:
@@ -313,6 +346,15 @@ def report(r: dict) -> list[str]:
         f"**{'met' if ok_p95 else 'missed'}**. Reference (IDLE on a mailbox getting a copy): p50 {r['ref_p50_s']} s, "
         f"p95 {r['ref_p95_s']} s ({r['ratio_p95']}x).",
     ]
+    inside = r.get("inside_worker") or {}
+    if inside.get("passes"):
+        slow = inside["slowest"][0]
+        lines.append(
+            f"- Inside the worker{'s' if workers > 1 else ''}, from the IDLE news to the commit ({inside['passes']} "
+            f"passes, as logged): p50 {inside['p50_s']} s, p95 {inside['p95_s']} s, max {inside['max_s']} s; the "
+            f"slowest spent {slow['pool_wait']} s waiting for a sync thread, {slow['idle_done']} s ending IDLE, "
+            f"{slow.get('list', 0)} s listing, {slow.get('fetch', 0)} s fetching and parsing, {slow.get('store', 0)} s "
+            "storing. The rest of a latency is Dovecot's notice (the reference) and the API's next poll.")
     if workers == 1:
         lines.append(f"- **Worker RSS: {r['rss_max_mb']} MB at most** in the steady state (end {r['rss_end_mb']} MB"
                      + (f", peak over the whole run {r['rss_peak_mb']} MB" if "rss_peak_mb" in r else "") +
