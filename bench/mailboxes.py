@@ -49,6 +49,14 @@ SIZES = {  # (size, database) -> mailboxes, steady-state minutes, mails per minu
     ("full", "postgresql"): (3000, 10, None, 3),
 }
 SESSIONS_PER_IMAP_PROCESS = 20  # tests/servers/dovecot.py IMAP_CLIENT_LIMIT
+# Dovecot's IDLE push comes from inotify, one instance per imap process, and the kernel allows a uid
+# fs.inotify.max_user_instances of them (128 here), shared with every other Dovecot of that uid on the
+# machine (the tests'). A process past the limit pushes nothing: its sessions hear of new mail on
+# Dovecot's 5 s mailbox check. 3,000 sessions at 20 a process took 153 processes, and one mail in five
+# waited up to 5 s for Dovecot, the reference's too (section 6.2, first run of 2026-12-02). So the bench's
+# Dovecot packs its sessions into at most this many processes.
+IMAP_PROCESSES = 60
+INOTIFY_LIMIT_WARNING = "inotify instance limit"
 
 
 def _mail(to: str, subject: str) -> bytes:
@@ -58,16 +66,31 @@ def _mail(to: str, subject: str) -> bytes:
 
 @contextlib.contextmanager
 def _dovecot_room(sessions: int):
-    """Dovecot's IMAP process limit raised for this many sessions (it allows 3,000 by default: 3,000
-    mailboxes plus the reference and the API server's need a little more)."""
+    """Dovecot sized for this many sessions in at most IMAP_PROCESSES imap processes (more sessions a
+    process, not more processes: see IMAP_PROCESSES)."""
     from tests.servers import dovecot
 
-    before = dovecot.IMAP_PROCESS_LIMIT
-    dovecot.IMAP_PROCESS_LIMIT = max(before, math.ceil(sessions / SESSIONS_PER_IMAP_PROCESS))
+    before = dovecot.IMAP_PROCESS_LIMIT, dovecot.IMAP_CLIENT_LIMIT
+    per_process = _sessions_per_process(sessions)
+    dovecot.IMAP_CLIENT_LIMIT = per_process
+    dovecot.IMAP_PROCESS_LIMIT = max(before[0], math.ceil(sessions / per_process))
     try:
         yield
     finally:
-        dovecot.IMAP_PROCESS_LIMIT = before
+        dovecot.IMAP_PROCESS_LIMIT, dovecot.IMAP_CLIENT_LIMIT = before
+
+
+def _sessions_per_process(sessions: int) -> int:
+    return max(SESSIONS_PER_IMAP_PROCESS, math.ceil(sessions / IMAP_PROCESSES))
+
+
+def _dovecot_without_push(env: BenchEnv) -> int:
+    """How many of Dovecot's processes said they could not get an inotify instance (no push from them)."""
+    try:
+        text = env.dovecot.log_path.read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(INOTIFY_LIMIT_WARNING in line.lower() for line in text.splitlines())
 
 
 def _postmaster(env: BenchEnv) -> int | None:
@@ -205,6 +228,7 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
                     proc.wait()
             for log_file in logs:
                 log_file.close()
+        no_push = _dovecot_without_push(env)
         inside = news_timings([workdir / f"worker-{k + 1}.log" for k in range(n_workers)], steady_from)
         # Reference for the first sync: the network part of it, plainly, for a sample of the mailboxes.
         sample = ids[: min(n, 100)]
@@ -246,7 +270,8 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
         "token_calls_steady": token_steady,
         "token_calls_per_mailbox_hour": round(token_steady / n / (steady_seconds / 3600), 3),
         "token_allowance_per_mailbox_hour": round(3600 / lifetime, 2), "access_token_lifetime": lifetime,
-        "api_polls": watcher.polls, "inside_worker": inside, "latencies_s": sorted(round(x, 3) for x in latencies),
+        "api_polls": watcher.polls, "inside_worker": inside, "dovecot_processes_without_push": no_push,
+        "dovecot_sessions_per_process": _sessions_per_process(n + 60), "latencies_s": sorted(round(x, 3) for x in latencies),
         "database": database, "postgresql": env.database_settings,
     }
 
@@ -355,6 +380,10 @@ def report(r: dict) -> list[str]:
             f"slowest spent {slow['pool_wait']} s waiting for a sync thread, {slow['idle_done']} s ending IDLE, "
             f"{slow.get('list', 0)} s listing, {slow.get('fetch', 0)} s fetching and parsing, {slow.get('store', 0)} s "
             "storing. The rest of a latency is Dovecot's notice (the reference) and the API's next poll.")
+    if "dovecot_processes_without_push" in r:
+        lines.append(f"- Dovecot: {r['dovecot_sessions_per_process']} IMAP sessions a process; "
+                     f"{r['dovecot_processes_without_push']} of its processes logged that they got no inotify "
+                     "instance (their sessions hear of new mail only on the 5 s mailbox check).")
     if workers == 1:
         lines.append(f"- **Worker RSS: {r['rss_max_mb']} MB at most** in the steady state (end {r['rss_end_mb']} MB"
                      + (f", peak over the whole run {r['rss_peak_mb']} MB" if "rss_peak_mb" in r else "") +
