@@ -1,4 +1,5 @@
-"""Mailboxes: the list, connecting through Microsoft, reconnecting, disconnecting, members, settings.
+"""Mailboxes: the list (50 a page, searchable by address: mailbox_list.py), connecting through Microsoft,
+reconnecting, disconnecting, members, settings.
 Google's connect and callback are in google_connect.py; Reconnect sends a Google mailbox there.
 
 Who may do what (see accounts.py): every signed-in user may start a connect; the mailbox's owner and
@@ -171,7 +172,8 @@ def _back():
     q = request.form.get("back_q", "").strip()
     page = request.form.get("back_page", "")
     q = q if q and len(q) <= params.MAX_SEARCH and not params.has_control_characters(q) else None
-    page_number = int(page) if page.isascii() and page.isdigit() and len(page) <= 7 and int(page) > 1 else None
+    page_number = int(page) if page.isascii() and page.isdigit() and len(page) <= len(str(params.MAX_PAGE)) \
+        and 1 < int(page) <= params.MAX_PAGE else None
     return redirect(url_for(".index", q=q, page=page_number))
 
 
