@@ -165,3 +165,18 @@ def test_the_page_is_bounded_by_its_page_size(app, many, admin):
     assert len(_rows(page)) == PAGE_SIZE and page.count("<summary>Settings</summary>") == PAGE_SIZE
     with app.extensions["connector"].db.session() as session:
         assert len(session.scalars(select(Account.id)).all()) == COUNT + 1
+
+
+def test_the_ticket_filter_is_a_field_past_fifty_mailboxes(app, many):
+    """A menu of every mailbox would weigh on every ticket list of an admin of thousands: past the menu's
+    limit the filter takes the address instead, and filters the same; fewer mailboxes keep the menu."""
+    from connector.web.tickets import MAILBOX_MENU_LIMIT
+
+    owner, member, _, _ = many
+    assert COUNT > MAILBOX_MENU_LIMIT
+    page = _text(_client(app, owner).get("/tickets"))
+    assert '<select name="account"' not in page and 'input type="search" name="account"' in page
+    assert _address(77) not in page  # not listed anywhere
+    assert _text(_client(app, owner).get(f"/tickets?account={_address(77)}")).count(f'value="{_address(77)}"') == 1
+    page = _text(_client(app, member).get("/tickets"))
+    assert '<select name="account"' in page and page.count("<option value=\"box") == 3
