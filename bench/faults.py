@@ -123,7 +123,7 @@ def report(record: dict) -> list[str]:
     restarts = [r for o in outcomes for r in o["restarts"]]
     restart_resumes = [r["resume_seconds"] for r in restarts if r["resume_seconds"] is not None]
     twice = [(o["name"], mid, why) for o in outcomes for mid, why in o["replies_twice"].items()]
-    protocol = [t for t in twice if t[2].startswith("protocol:")]
+    cut = [t for t in twice if t[2].startswith("session cut:")]
     count = lambda key: sum(len(o[key]) for o in outcomes)  # noqa: E731
     lines = [
         "| figure | value |", "| --- | --- |",
@@ -136,8 +136,8 @@ def report(record: dict) -> list[str]:
         f"| replies checked (each must be accepted by the SMTP server and end \"sent\") | "
         f"{sum(o['replies'] for o in outcomes)} |",
         f"| replies lost | {count('replies_lost')} |",
-        f"| replies the SMTP server accepted twice | {len(twice)} ({len(protocol)} where SMTP gives the sender no "
-        f"way to know: the server took DATA and the session broke before its 250; {len(twice) - len(protocol)} "
+        f"| replies the SMTP server accepted twice | {len(twice)} ({len(cut)} after the session broke between the "
+        f"server taking DATA and its 250, which the sent-folder lookup must settle; {len(twice) - len(cut)} "
         f"other) |",
         f"| mailboxes left needing a person (not \"connected\" at the end) | {count('stuck')} |",
         f"| time to resume after a kill (until the work moved on again) | p50 {_p(resumes, 50)}, "
