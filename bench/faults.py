@@ -208,18 +208,25 @@ def document(record: dict, figures: list[str]) -> list[str]:
         "fetched. **Small batches**: bursts of 2-10 mails over LMTP; a kill counts only if delivered mail was "
         "not yet imported. **Body extraction**: killed after the import, while bodies are extracted from the "
         "stored raw mail. **Post-import move/delete**: progress counts commits and mails gone from INBOX, so a "
-        "kill between a batch's commit and its move is a kill in the phase.",
+        "kill between a batch's commit and its move is a kill in the phase. A round of mail is committed and "
+        "moved in under a second on a quiet machine, too quick for a random delay: these kills are aimed by what "
+        "the database shows (committed mail whose action has not run yet, `accounts.last_uid` past "
+        "`post_import_done_uid`) and made the moment it is seen; the counts above prove the hit.",
         "- **Sending**: the SMTP server calls the campaign when it has taken a reply's DATA (delivered and filed "
         "in Sent Items), before it writes the 250; the campaign kills the worker right there and checks that the "
-        "reply is still \"sending\" in the database. Its only defence is the sent-folder lookup for replies a "
-        "crash left \"sending\". Other kills come at random moments while a wave of replies goes out.",
+        "reply is still \"sending\" in the database. Its only defence is the sent-folder lookup for replies left "
+        "\"sending\": by a crash, or by a connection that broke after the reply was handed over (the worker "
+        "never sends such a reply again by itself). Other kills come at random moments while a wave of replies "
+        "goes out.",
         "- **Three workers** (PostgreSQL): the victim is a worker holding at least one mailbox's lease (read from "
         "the database just before the kill); the others must hold its mailboxes within `lease_seconds` plus one "
         "scheduler tick, and a probe mail in each must become an article.",
         "- **Server restarts**: each server is stopped for 2 s while mail and replies flow; the SMTP server also "
         "once right after taking a reply's DATA and before its 250. Access tokens live 330 s, so the workers "
         "refresh them every 30 s and the identity provider's restart meets refreshes. After each restart the "
-        "campaign waits until every mail is imported, every reply sent and every mailbox \"connected\".",
+        "campaign waits until every mail is imported, every reply sent and every mailbox \"connected\". A reply "
+        "the SMTP server took twice is a finding, the restart under a held 250 included: the worker must leave "
+        "that reply to the sent-folder lookup.",
         "- A worker restarts at once after its kill (as systemd would); the time to resume runs from the kill until "
         "the phase's progress moves again, and includes waiting out the dead worker's lease.",
         "",
