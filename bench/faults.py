@@ -201,7 +201,8 @@ def document(record: dict, figures: list[str]) -> list[str]:
         "the work left (articles committed, bodies extracted, mails gone from INBOX, replies sent) plus a seeded "
         "random delay. A kill counts only if the phase's progress moved during that worker's life before the "
         "kill and was still short of the end once the process was dead; otherwise it is reported as missed "
-        "(the scenario then gives the phase more mail and aims again). The whole process group is killed "
+        "(the scenario then gives the phase more mail, twice as much after a round no kill landed in, and aims "
+        "again). The whole process group is killed "
         "(the parser pool too), like a machine losing power under it.",
         "- **Big import**: the default fetch batch (200 mails), 20% of the mails with a 20-120 KB attachment, so "
         "each batch is parsed headers first and its raw mail written to pack files (SQLite) while the next is "

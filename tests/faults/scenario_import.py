@@ -98,6 +98,7 @@ class Killer:
         deadline = time.monotonic() + 2 * STALL
         while not seen():
             if ended():
+                self.c.log(f"  the {self.phase} ended before it was seen (progress {self.progress()} of {total()})")
                 return None
             if not self.worker.alive:
                 raise ScenarioFailed(f"{self.worker.name} exited by itself while waiting for the {self.phase}:\n"
@@ -147,8 +148,9 @@ class Backlog:
         self.mails: list[Mail] = []
         self.rounds = 0
 
-    def add_round(self) -> None:
-        mails = make_mails(self.rng, self.tag, self.per_round, to=self.address,
+    def add_round(self, scale: int = 1) -> None:
+        """Another round of mail: `scale` times the usual count (a round that no kill landed in was too quick)."""
+        mails = make_mails(self.rng, self.tag, self.per_round * scale, to=self.address,
                            attachment_share=self.attachment_share, start=len(self.mails))
         put_in_maildir(self.c.world.dovecot, self.address, mails)
         self.mails.extend(mails)
@@ -173,8 +175,8 @@ class _Doubled:
     def rounds(self) -> int:
         return self.backlog.rounds
 
-    def add_round(self) -> None:
-        self.backlog.add_round()
+    def add_round(self, scale: int = 1) -> None:
+        self.backlog.add_round(scale)
 
 
 def kill_repeatedly(killer: Killer, backlog: "Backlog | _Doubled", planned: int, jitter: float,
@@ -192,13 +194,19 @@ def kill_repeatedly(killer: Killer, backlog: "Backlog | _Doubled", planned: int,
         except Stalled as exc:
             killer.out.notes.append(f"{exc}: no more kills")
             return
+    scale, kills_at_round = 1, len(killer.out.kills)
     while len(killer.out.kills) < planned:
         done = killer.progress()
         if done >= backlog.total:
             if backlog.rounds >= max(5, 2 * planned + 1):  # a fast machine may finish a round before a kill lands
                 raise ScenarioFailed(f"{len(killer.out.kills)} of {planned} kills hit the {killer.phase} in "
                                      f"{backlog.rounds} rounds of mail")
-            backlog.add_round()
+            # A round that ended before any kill landed was too short for this machine: the next one is longer.
+            scale = min(8, scale * 2) if len(killer.out.kills) == kills_at_round else 1
+            kills_at_round = len(killer.out.kills)
+            killer.c.log(f"  round {backlog.rounds + 1} of mail for the {killer.phase}" +
+                         (f" ({scale} times as much: no kill landed in the last one)" if scale > 1 else ""))
+            backlog.add_round(scale)
             continue
         threshold = next_threshold(killer.rng, done, backlog.total, planned - len(killer.out.kills))
         try:
@@ -303,10 +311,12 @@ def post_import(c: Campaign, action: str) -> Outcome:
             committed = max(1, threshold // 2)
 
             def seen() -> bool:
-                return observer.incoming(account) >= committed and observer.action_pending(account)
+                done, pending = observer.action_state(account)
+                return done >= committed and pending
 
             def ended() -> bool:
-                return observer.incoming(account) >= backlog.total and not observer.action_pending(account)
+                done, pending = observer.action_state(account)
+                return done >= backlog.total and not pending
             return seen, ended
         kill_repeatedly(killer, work, size.move_kills, jitter=0.05, first_pass=size.move_kills > 1, aim=aim,
                         detail=lambda before, after: f"{observer.incoming(account)} of {backlog.total} committed, "
