@@ -1,13 +1,16 @@
 """Once a reply's DATA was handed to the server, only the sent-folder lookup decides whether it went: the
 sender never queues it again by itself (the fault campaign's restarts found replies accepted twice when a
-session broke between the server taking DATA and its 250 reaching the worker)."""
+session broke between the server taking DATA and its 250 reaching the worker), and a database outage at
+that moment cannot make it look unsent either."""
 from __future__ import annotations
 
 import threading
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from connector.models import OutboxItem, utcnow
 from connector.models import Article
@@ -83,3 +86,66 @@ def test_a_reply_whose_session_broke_after_data_is_looked_up_not_sent_again(mail
     assert [accepted(smtp_server, mids[a]) for a in (first, second)] == [1, 1]
     assert len([m for m in dovecot.messages(customer)]) == 2
 
+
+
+class DatabaseOutage:
+    """The server's hook for the first message it takes: the installation's PostgreSQL database refuses
+    connections and its sessions are cut before the 250 goes out, so the worker cannot record "sent"."""
+
+    def __init__(self, postgres, database_url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.postgres, self.name = postgres, make_url(database_url).database
+        self.taken: list[str] = []
+
+    def __call__(self, received: Received) -> None:
+        if self.taken:
+            return
+        self.taken.append(message_id_of(received.raw))
+        self._sql(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false')
+        self._sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}' "
+                  "AND pid <> pg_backend_pid()")
+
+    def end(self) -> None:
+        self._sql(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
+
+    def _sql(self, statement: str) -> None:
+        from sqlalchemy import text
+
+        with self.postgres._engine.connect() as connection:
+            connection.execute(text(statement))
+
+
+@pytest.mark.backends("postgresql", reason="a database outage made with PostgreSQL's ALLOW_CONNECTIONS")
+def test_a_database_outage_after_data_leaves_the_reply_to_the_lookup(mail_app, agent, dovecot, smtp_server,
+                                                                    ticket_setup, postgres, database_url):
+    """The database goes away between the server taking DATA and the worker recording "sent". The item was
+    committed "sending" before its DATA was handed over, so the lost write cannot make it look unsent: once
+    the database is back and the lease has run out, the sent-folder lookup finds it; accepted once."""
+    account_id, address, ticket_id, customer = ticket_setup
+    client = mail_app.test_client()
+    article = client.post(f"/api/v1/tickets/{ticket_id}/reply", headers=api(mail_app, agent),
+                          json={"body_text": "during an outage"}).get_json()["article_id"]
+    rt = mail_app.extensions["connector"]
+    with rt.db.session() as session:
+        message_id = session.get(Article, article).message_id
+    outage = DatabaseOutage(postgres, database_url)
+    smtp_server.on_data = outage
+    try:
+        with pytest.raises(OperationalError):  # the worker's sender loop logs it and goes on next round
+            send_due(mail_app)
+    finally:
+        smtp_server.on_data = None
+        outage.end()
+    assert outage.taken == [message_id]
+    item = outbox_item(mail_app, article)
+    assert item.state == "sending", item.state  # not "queued", whatever the lost write would have said
+    with rt.db.session() as session:
+        session.execute(update(OutboxItem).where(OutboxItem.article_id == article)
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1),
+                                next_attempt_at=utcnow() - timedelta(seconds=1)))
+    send_due(mail_app)
+    send_due(mail_app)
+    item = outbox_item(mail_app, article)
+    assert item.state == "sent" and "sent folder" in item.server_reply
+    assert accepted(smtp_server, message_id) == 1
