@@ -10,12 +10,12 @@ model) runs on it unchanged. So the fast path cannot give another body, HTML, at
 only the tree is built differently, and tests/test_fastpath.py checks on every corpus mail that the
 tree and the result are the same as the stdlib's.
 
-A mail qualifies by its structure; anything else goes to the feed parser, which knows every quirk:
-a header block with a line that is not a field (the stdlib repairs such mails, see headers.py), an
-envelope ``From `` line other than the first, a lone CR as a line break, message/* parts (forwarded
-mails, bounces: the feed parser parses them as mails of their own), multipart/digest, a multipart
-without its boundary or its opening boundary line, with two boundary lines in a row
-or a boundary reused inside it, nesting deeper than `MAX_DEPTH`, more parts than `MAX_PARTS`. Every
+Forwarded mails (message/* parts) are read as mails of their own, and delivery statuses as blocks of
+fields, as the feed parser reads them. A mail qualifies by its structure; anything else goes to the feed
+parser, which knows every quirk: a header block with a line that is not a field (the stdlib repairs such
+mails, see headers.py), an envelope ``From `` line other than the first, a lone CR as a line break,
+multipart/digest, a multipart without its boundary or its opening boundary line, with two boundary lines
+in a row or a boundary reused inside it, nesting deeper than `MAX_DEPTH`, more parts than `MAX_PARTS`. Every
 step is a `str.find` or one regular expression match per boundary line, so the fast path is linear
 in the size of the mail (hostile mail that would make it do more is refused and goes to the bounded
 feed parser).
@@ -92,6 +92,14 @@ class _Part(BoundedMessage):
         super().set_boundary(boundary)
 
 
+def _last_read(part: Message) -> Message:
+    """The message the feed parser made last while reading `part` (its `_last`): the part itself, or for a
+    forwarded mail the mail inside it (a multipart counts as made last once its parts are read)."""
+    while isinstance(part._payload, list) and part.get_content_maintype() != "multipart":
+        part = part._payload[-1]
+    return part
+
+
 class _NotSimple(Exception):
     """The mail is not simply built: the feed parser reads it."""
 
@@ -136,16 +144,25 @@ class _Builder:
         msg = _Part(policy=POLICY)
         body = self._headers(msg, start, end, root)
         maintype = msg.get_content_maintype()
-        if maintype == "message" or msg.get_content_type() == "multipart/digest":
+        ctype = msg.get_content_type()
+        if ctype == "multipart/digest":
             raise _NotSimple
-        if maintype == "multipart":
+        if ctype == "message/delivery-status":
+            msg._payload = self._delivery_status(body, end)
+        elif maintype == "multipart":
             self._multipart(msg, body, end, depth)
+        elif maintype == "message":  # a forwarded mail: a mail of its own, as the feed parser reads it
+            if depth + 1 >= MAX_DEPTH:
+                raise _NotSimple
+            msg._payload = [self.message(body, end, depth + 1)]
         else:
             msg._payload = self.text[body:end]
         return msg
 
-    def _headers(self, msg: Message, start: int, end: int, root: bool) -> int:
-        """Read the header block at `start` into `msg` (as feedparser's `_parse_headers`); where the body starts."""
+    def _headers(self, msg: Message, start: int, end: int, root: bool, block: bool = False) -> int:
+        """Read the header block at `start` into `msg` (as feedparser's `_parse_headers`); where the body starts.
+        `block`: a block of a delivery status, which ends at an empty line (returned: where that line starts) or
+        at `end`."""
         text = self.text
         pos = start
         name = ""
@@ -153,11 +170,15 @@ class _Builder:
         first = True
         while True:
             if pos >= end:
-                raise _NotSimple  # no empty line after the header block
+                if not block:
+                    raise _NotSimple  # no empty line after the header block
+                stop = end
+                break
             nl = text.find("\n", pos, end)
             stop = end if nl < 0 else nl + 1
             line = text[pos:stop]
             if line in ("\n", "\r\n"):
+                stop = pos if block else stop
                 break
             if not _HEADER_RE.match(line):
                 raise _NotSimple  # not a field: the feed parser notes a defect (and the stdlib path repairs it)
@@ -183,6 +204,25 @@ class _Builder:
         if name:
             msg.set_raw(*POLICY.header_source_parse(lines))
         return stop
+
+    def _delivery_status(self, start: int, end: int) -> list[Message]:
+        """A delivery status (RFC 3464), as the feed parser reads it: blocks of fields separated by an empty line,
+        each a message without a body."""
+        blocks: list[Message] = []
+        pos = start
+        while True:
+            self.parts += 1
+            if self.parts > MAX_PARTS:
+                raise _NotSimple
+            block = _Part(policy=POLICY)
+            pos = self._headers(block, pos, end, root=False, block=True)
+            block._payload = ""
+            blocks.append(block)
+            if pos >= end:
+                return blocks
+            pos = self.text.find("\n", pos, end) + 1  # past the empty line (it ends in a line break)
+            if pos >= end:
+                return blocks
 
     def _multipart(self, msg: Message, start: int, end: int, depth: int) -> None:
         """Cut text[start:end] at the lines naming the boundary of `msg`, as feedparser's multipart branch does."""
@@ -234,12 +274,13 @@ class _Builder:
         parts = []
         for part_start, part_end in sections:
             part = self.message(part_start, part_end, depth + 1)
-            if part.get_content_maintype() == "multipart":
-                epilogue = part.epilogue
+            last = _last_read(part)  # the line break before a boundary line is the boundary's: off what was read last
+            if last.get_content_maintype() == "multipart":
+                epilogue = last.epilogue
                 if epilogue is not None:
-                    part.epilogue = None if epilogue == "" else _without_eol(epilogue)
+                    last.epilogue = None if epilogue == "" else _without_eol(epilogue)
             else:
-                part._payload = _without_eol(part._payload)
+                last._payload = _without_eol(last._payload)
             parts.append(part)
         self.open.pop()
         msg._payload = parts
