@@ -31,7 +31,7 @@ from .mail.parse import ParsedMail
 from .models import Article, Attachment, Blob
 
 log = logging.getLogger(__name__)
-BATCH_SIZE = 50
+BATCH_SIZE = 200  # articles a batch: fewer commits (each flushes the full-text index) and hand-overs
 _PENDING = Article.body_pending == true()  # this exact term is what lets SQLite use the partial index
 # Stored before the display model (revision 0008): read again from the raw mail when it is opened.
 _LEGACY = and_(Article.body_pending.is_(False), Article.display.is_(None), Article.direction == "in",
@@ -54,21 +54,30 @@ def pending_ids(session: Session, account_ids: Iterable[int] | None = None, limi
     return list(session.scalars(query.order_by(Article.id).limit(limit)))
 
 
-def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes | None]]:
+def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes | parse_pool.StoredMail | None]]:
+    """Each article's raw mail: its bytes (kept in the database), where it is in a pack file (a parser process
+    reads it there: parse_pool.StoredMail), or None if it is nowhere to be found."""
     rows = session.execute(select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
                                   case((Blob.pack.is_(None), Blob.data), else_=None))
                            .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
                            .where(Article.id.in_(article_ids), or_(_PENDING, _LEGACY))
                            .order_by(Article.id)).all()
     files = BlobFiles.for_bind(session.get_bind()) if any(row[2] for row in rows) else None
-    return [(article_id, data if pack is None else
-             files.read(pack, offset, size, sha256) if files is not None else None)
+    return [(article_id, data if pack is None else _stored(files, pack, offset, size, sha256))
             for article_id, sha256, pack, offset, size, data in rows]
 
 
-def _start(raw_rows: list[tuple[int, bytes | None]], max_size: int, budget: float = parse_pool.DEFAULT_BUDGET):
-    """Begin parsing; returns a callable giving [(article id, ParsedMail, or None if there is no raw mail, or
-    the exception parsing raised or that stands for it, e.g. ParseTimeout)]."""
+def _stored(files: BlobFiles | None, pack: str, offset: int, size: int, sha256: str) -> parse_pool.StoredMail | None:
+    try:
+        return parse_pool.StoredMail(str(files.path(pack)), offset, size, sha256) if files is not None else None
+    except ValueError:  # not a pack name
+        return None
+
+
+def _start(raw_rows: list[tuple[int, bytes | parse_pool.StoredMail | None]], max_size: int,
+           budget: float = parse_pool.DEFAULT_BUDGET):
+    """Begin parsing; returns a callable giving [(article id, ParsedMail, or None if there is no raw mail (or it
+    is damaged in its pack), or the exception parsing raised or that stands for it, e.g. ParseTimeout)]."""
     present = [(article_id, data) for article_id, data in raw_rows if data is not None]
     collect, _ = parse_pool.start([data for _, data in present], headers_only=False, max_size=max_size, budget=budget)
 
