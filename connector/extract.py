@@ -79,7 +79,8 @@ def _start(raw_rows: list[tuple[int, bytes | parse_pool.StoredMail | None]], max
     """Begin parsing; returns a callable giving [(article id, ParsedMail, or None if there is no raw mail (or it
     is damaged in its pack), or the exception parsing raised or that stands for it, e.g. ParseTimeout)]."""
     present = [(article_id, data) for article_id, data in raw_rows if data is not None]
-    collect, _ = parse_pool.start([data for _, data in present], headers_only=False, max_size=max_size, budget=budget)
+    collect, _ = parse_pool.start([data for _, data in present], headers_only=False, max_size=max_size, budget=budget,
+                                  body_only=True)  # the headers were read at import
 
     def results():
         parsed = dict(zip([article_id for article_id, _ in present], collect()))

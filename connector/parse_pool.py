@@ -66,8 +66,8 @@ class StoredMail:
         return data if len(data) == self.size and hashlib.sha256(data).hexdigest() == self.sha256 else None
 
 
-def _parse_one(raw: bytes, max_size: int) -> ParsedMail:
-    return parse_mail(raw, max_size=max_size)
+def _parse_one(raw: bytes, max_size: int, headers: bool = True) -> ParsedMail:
+    return parse_mail(raw, max_size=max_size, headers=headers)
 
 
 def _stored_or_raw(item: bytes | StoredMail, parse: Callable[[bytes], ParsedMail]) -> ParsedMail | None:
@@ -106,17 +106,19 @@ def reset_pool() -> None:
 
 
 def start(raws: list[bytes] | list[bytes | StoredMail], *, headers_only: bool, max_size: int,
-          budget: float = DEFAULT_BUDGET, whole: list[bool] | None = None) -> tuple[Callable[[], list[Parsed]], bool]:
+          budget: float = DEFAULT_BUDGET, whole: list[bool] | None = None,
+          body_only: bool = False) -> tuple[Callable[[], list[Parsed]], bool]:
     """Begin parsing `raws`: headers only (`MailHeaders`) or whole mails (`ParsedMail`), each within `budget`
     seconds. With `headers_only` and `whole` (a flag per mail), the flagged mails are parsed whole all the same
     (a big import parses whole what it can afford to hold in memory, see sync/import_pass.py). Whole mails may
     be given as `StoredMail` (where they are stored); one missing or damaged there comes back as None.
+    `body_only`: whole mails whose headers are not wanted (`ParsedMail.headers` is None; body extraction).
 
     Returns (a callable giving one result per mail, in order, pooled). Headers-only work hands the processes
     only `header_slice` of each mail, a few KB instead of the whole message. A mail over the budget comes
     back as `ParseTimeout`, one whose process died as `ParserDied`.
     """
-    whole_one = functools.partial(_parse_one, max_size=max_size)
+    whole_one = functools.partial(_parse_one, max_size=max_size, **({"headers": False} if body_only else {}))
     if headers_only and whole is not None and any(whole):
         work: list = [raw if flag else (header_slice(raw), len(raw)) for raw, flag in zip(raws, whole)]
         task: Callable = functools.partial(_whole_or_headers, parse=whole_one)

@@ -104,17 +104,17 @@ class _NotSimple(Exception):
     """The mail is not simply built: the feed parser reads it."""
 
 
-def parse_mail(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail:
+def parse_mail(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE, headers: bool = True) -> ParsedMail:
     """`parse.parse_message`, through the fast path when the mail qualifies. Never raises."""
     raw = _as_bytes(raw)
     if len(raw) <= max_size:
         try:
             root = read_simple(raw)
             if root is not None:
-                return parse_tree(raw, root)
+                return parse_tree(raw, root, headers=headers)
         except Exception:  # noqa: BLE001 - whatever the fast path trips on, the stdlib path reads
             pass
-    return parse_message(raw, max_size=max_size)
+    return parse_message(raw, max_size=max_size, headers=headers)
 
 
 def read_simple(raw: bytes) -> Message | None:
