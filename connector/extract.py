@@ -37,6 +37,7 @@ _PENDING = Article.body_pending == true()  # this exact term is what lets SQLite
 _LEGACY = and_(Article.body_pending.is_(False), Article.display.is_(None), Article.direction == "in",
                Article.raw_sha256.is_not(None))
 _EMPTY_DISPLAY = assemble([], [], 0).display
+_TEXTS = "temp.extracted_texts"  # SQLite: a batch's extracted texts on their way into `articles` (_write_texts)
 
 
 def needs_extraction(article: Article) -> bool:
@@ -128,14 +129,38 @@ def _store(session: Session, results: list[tuple[int, ParsedMail | Exception | N
     replaced = [dict(article=t["article"]) for t in texts if t["article"] in again]
     if replaced:
         conn.execute(delete(Attachment).where(Attachment.article_id == bindparam("article")), replaced)
-    if texts:
+    _write_texts(conn, texts)
+    bulk_insert.store_blobs(conn, blobs)
+    bulk_insert.insert_rows(conn, Attachment, attachment_rows)
+    return len(claimed) + len(again)
+
+
+def _write_texts(conn, texts: list[dict]) -> None:
+    """Set the articles' text, HTML, notes and display. SQLite: the rows go into a temporary table (multi-row
+    INSERTs) and one UPDATE ... FROM sets them all, so the whole batch, its full-text index triggers included,
+    runs in one statement step. An executemany steps once per row and gives up the GIL around each step: with
+    any other thread running Python meanwhile, every row then waited to get it back (200 rows: from 0.2 s to
+    2.5 s with a thread spinning beside it), and a trigger run per statement cost twice the CPU as well
+    (BENCHMARKS.md, section 1). Elsewhere: executemany."""
+    if not texts:
+        return
+    if conn.dialect.name != "sqlite":
         conn.execute(update(Article).where(Article.id == bindparam("article"))
                      .values(body_text=bindparam("text"), body_html=bindparam("html"), notes=bindparam("note"),
                              display=bindparam("display")),
                      texts)
-    bulk_insert.store_blobs(conn, blobs)
-    bulk_insert.insert_rows(conn, Attachment, attachment_rows)
-    return len(claimed) + len(again)
+        return
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {_TEXTS} (id INTEGER PRIMARY KEY, body_text TEXT, "
+                         "body_html TEXT, notes TEXT, display TEXT)")
+    rows = [(t["article"], t["text"], t["html"], t["note"], t["display"]) for t in texts]
+    per = bulk_insert.SQLITE_MAX_VARIABLES // 5
+    for start in range(0, len(rows), per):
+        part = rows[start:start + per]
+        conn.exec_driver_sql(f"INSERT INTO {_TEXTS} VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(part)),
+                             tuple(value for row in part for value in row))
+    conn.exec_driver_sql(f"UPDATE articles SET body_text = t.body_text, body_html = t.body_html, notes = t.notes, "
+                         f"display = t.display FROM {_TEXTS} AS t WHERE articles.id = t.id")
+    conn.exec_driver_sql(f"DELETE FROM {_TEXTS}")
 
 
 def extract(session: Session, article_ids: list[int], *, max_size: int,
