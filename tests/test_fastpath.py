@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 
 import pytest
 
@@ -139,3 +140,17 @@ def test_damaged_corpus_mails_read_the_same_either_way(name):
             assert tree(fast) == tree(read_message(raw))
         assert parse_mail(raw) == parse_message(raw)
         assert parse_mail(raw, headers=False) == dataclasses.replace(parse_message(raw), headers=None)
+
+
+@pytest.mark.parametrize("raw", [
+    b"From: a@b\nSubject: x\n" + b" y\n" * 200_000 + b"\nbody\n",  # 200,000 continuation lines
+    b"From: a@b\nX: " + b"a" * 2_000_000,  # a 2 MB field with no line break after it
+    b"From: a@b\nX: a\n " + b"a" * 2_000_000,  # the same as a continuation line
+    b"X: a\n" * 200_000 + b"junk line\n\nbody",  # 200,000 fields, then a line that is not one
+], ids=["continuations", "long-field", "long-continuation", "fields-then-junk"])
+def test_the_fast_path_reads_header_blocks_in_linear_time(raw):
+    """The fields are found by regular expressions over the whole block (fastpath._FIELDS_RE): no input may make
+    them backtrack more than a line at a time."""
+    started = time.perf_counter()
+    read_simple(raw)
+    assert time.perf_counter() - started < 2.0

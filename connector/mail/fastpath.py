@@ -34,7 +34,11 @@ __all__ = ["parse_mail", "read_simple", "MAX_DEPTH", "MAX_PARTS"]
 
 MAX_DEPTH = 8    # multiparts inside multiparts read here; deeper mails go to the feed parser
 MAX_PARTS = 200  # parts of one mail read here; mails with more go to the feed parser
-_HEADER_RE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")  # feedparser's headerRE (a line that is a field)
+# A field as feedparser's headerRE and _parse_headers read it: a name (no colon, space or control character), a
+# colon, the rest of the line and its continuation lines (starting with a space or a tab), each with its line break.
+_FIELD = r"([\041-\071\073-\176]+):([^\n]*\n(?:[ \t][^\n]*\n)*)"
+_FIELD_RE = re.compile(_FIELD)
+_FIELDS_RE = re.compile(f"(?:{_FIELD})*")
 _BOUNDARY_TAIL_RE = re.compile(r"(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")  # feedparser's, past "--" boundary
 
 
@@ -162,47 +166,32 @@ class _Builder:
     def _headers(self, msg: Message, start: int, end: int, root: bool, block: bool = False) -> int:
         """Read the header block at `start` into `msg` (as feedparser's `_parse_headers`); where the body starts.
         `block`: a block of a delivery status, which ends at an empty line (returned: where that line starts) or
-        at `end`."""
+        at `end`. The fields are found by two regular expressions over the block, not line by line."""
         text = self.text
         pos = start
-        name = ""
-        lines: list[str] = []
-        first = True
-        while True:
-            if pos >= end:
-                if not block:
-                    raise _NotSimple  # no empty line after the header block
-                stop = end
-                break
+        if root and text.startswith("From ", pos):  # an envelope line, first line of the mail only
             nl = text.find("\n", pos, end)
-            stop = end if nl < 0 else nl + 1
-            line = text[pos:stop]
-            if line in ("\n", "\r\n"):
-                stop = pos if block else stop
-                break
-            if not _HEADER_RE.match(line):
-                raise _NotSimple  # not a field: the feed parser notes a defect (and the stdlib path repairs it)
-            if line[0] in " \t":
-                if not name:
-                    raise _NotSimple
-                lines.append(line)
+            if nl < 0:
+                raise _NotSimple
+            msg.set_unixfrom(_without_eol(text[pos:nl + 1]))
+            pos = nl + 1
+        fields_end = _FIELDS_RE.match(text, pos, end).end()
+        if fields_end < end:
+            # The block must end at an empty line: any other line is not a field (the feed parser notes a defect
+            # and the stdlib path repairs the mail), or a continuation line with no field before it.
+            if text.startswith("\n", fields_end):
+                stop = fields_end + 1
+            elif text.startswith("\r\n", fields_end):
+                stop = fields_end + 2
             else:
-                if name:
-                    msg.set_raw(*POLICY.header_source_parse(lines))
-                    name, lines = "", []
-                if line.startswith("From "):
-                    if not (root and first):
-                        raise _NotSimple
-                    msg.set_unixfrom(_without_eol(line))
-                else:
-                    colon = line.find(":")
-                    if colon <= 0:
-                        raise _NotSimple
-                    name, lines = line[:colon], [line]
-            first = False
-            pos = stop
-        if name:
-            msg.set_raw(*POLICY.header_source_parse(lines))
+                raise _NotSimple
+            stop = fields_end if block else stop
+        elif block:
+            stop = end
+        else:
+            raise _NotSimple  # no empty line after the header block
+        msg._headers = [(name, value.rstrip("\r\n")) for name, value in _FIELD_RE.findall(text, pos, fields_end)]
+        msg._index = None
         return stop
 
     def _delivery_status(self, start: int, end: int) -> list[Message]:
