@@ -38,6 +38,7 @@ MAX_PARTS = 200  # parts of one mail read here; mails with more go to the feed p
 # colon, the rest of the line and its continuation lines (starting with a space or a tab), each with its line break.
 _FIELD = r"([\041-\071\073-\176]+):([^\n]*\n(?:[ \t][^\n]*\n)*)"
 _FIELD_RE = re.compile(_FIELD)
+_LONE_CR_RE = re.compile(rb"\r(?!\n)")
 _FIELDS_RE = re.compile(f"(?:{_FIELD})*")
 _BOUNDARY_TAIL_RE = re.compile(r"(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")  # feedparser's, past "--" boundary
 
@@ -123,9 +124,9 @@ def parse_mail(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE, headers: bool = 
 
 def read_simple(raw: bytes) -> Message | None:
     """The tree `headers.read_message(raw)` gives, if the mail is simply built (see the module doc); else None."""
-    text = raw.decode("ascii", "surrogateescape")
-    if "\r" in text and text.count("\r") != text.count("\r\n"):
+    if b"\r" in raw and _LONE_CR_RE.search(raw):
         return None  # a lone CR is a line break to the feed parser: not worth the special case here
+    text = raw.decode("ascii", "surrogateescape")
     try:
         builder = _Builder(text)
         return builder.message(0, len(text), depth=0, root=True)
