@@ -53,9 +53,20 @@ def _without_eol(text: str) -> str:
 class _Part(BoundedMessage):
     """A `BoundedMessage` that finds a field through a dictionary: the walk asks each part for the same few
     fields many times, and `Message.get` compares every field's lowercased name each time. The same answers:
-    the first field of that name, read through the policy; any change to the fields drops the dictionary."""
+    the first field of that name, read through the policy; any change to the fields drops the dictionary.
+    Its content type is remembered too (the walk asks for it a dozen times a part), while the fields, the
+    default type and the policy stay as they were (the generator sets its own policy while it writes a part)."""
 
     _index: dict[str, tuple[str, str]] | None = None
+    _type: tuple[str, str] | None = None  # (default type, content type) as last worked out
+
+    def get_content_type(self) -> str:
+        known = self._type
+        if known is not None and known[0] == self._default_type and self.policy is POLICY:
+            return known[1]
+        ctype = super().get_content_type()
+        self._type = (self._default_type, ctype) if self.policy is POLICY else None
+        return ctype
 
     def _fields(self) -> dict[str, tuple[str, str]]:
         if self._index is None:
@@ -73,27 +84,27 @@ class _Part(BoundedMessage):
         return name.lower() in self._fields()
 
     def set_raw(self, name, value) -> None:
-        self._index = None
+        self._index = self._type = None
         super().set_raw(name, value)
 
     def __setitem__(self, name, value) -> None:
-        self._index = None
+        self._index = self._type = None
         super().__setitem__(name, value)
 
     def __delitem__(self, name) -> None:
-        self._index = None
+        self._index = self._type = None
         super().__delitem__(name)
 
     def replace_header(self, name, value) -> None:
-        self._index = None
+        self._index = self._type = None
         super().replace_header(name, value)
 
     def add_header(self, name, value, **params) -> None:
-        self._index = None
+        self._index = self._type = None
         super().add_header(name, value, **params)
 
     def set_boundary(self, boundary) -> None:
-        self._index = None
+        self._index = self._type = None
         super().set_boundary(boundary)
 
 
