@@ -88,7 +88,7 @@ class Part:
 
 @dataclass(frozen=True)
 class ParsedMail:
-    headers: MailHeaders
+    headers: MailHeaders | None   # None when parsed for the body only (`headers=False`: extraction, see extract.py)
     body_text: str                # text/plain, else text derived from the HTML; \n line breaks
     body_html: str | None         # HTML as sent (unsanitised, line breaks as \n), None if none
     attachments: list[Part]
@@ -219,32 +219,34 @@ MAX_DEPTH = MAX_NESTING  # multipart nesting this deep is kept as one opaque att
 MAX_PARTS = 5000      # parts beyond this many in one message are dropped (with a note)
 
 
-def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail:
+def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE, headers: bool = True) -> ParsedMail:
     """Headers, body and attachments, from one parse of the bytes. Never raises.
 
     Mails over ``max_size`` get headers and a note only, so one huge mail cannot exhaust memory.
+    ``headers=False``: the body only (``ParsedMail.headers`` is None), for a mail whose headers were read at
+    import: they are a tenth of the parse.
     """
     raw = _as_bytes(raw)
     notes: list[str] = []
     if len(raw) > max_size:
         notes.append(f"message exceeds the {_megabytes(max_size)} limit: "
                      "body and attachments not imported")
-        return ParsedMail(parse_headers(raw), "", None, [], notes, assemble([], [], 0).display)
+        return ParsedMail(parse_headers(raw) if headers else None, "", None, [], notes, assemble([], [], 0).display)
     try:
-        return parse_tree(raw, read_message(raw), notes)
+        return parse_tree(raw, read_message(raw), notes, headers)
     except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on absurd nesting
         notes.append(f"MIME structure could not be parsed ({type(exc).__name__}): "
                      "raw body kept as text")
         shown = text_only(_newlines(decode_text(raw[header_end(raw):], None)))
-        return ParsedMail(parse_headers(raw), shown.body_text, None, [], notes, shown.display)
+        return ParsedMail(parse_headers(raw) if headers else None, shown.body_text, None, [], notes, shown.display)
 
 
-def parse_tree(raw: bytes, root: Message, notes: list[str] | None = None) -> ParsedMail:
+def parse_tree(raw: bytes, root: Message, notes: list[str] | None = None, headers: bool = True) -> ParsedMail:
     """What `parse_message` makes of `raw` once its MIME tree `root` is read (by the stdlib's feed parser, or
     by the fast path of fastpath.py, which builds the same tree for simply built mails). May raise."""
     notes = [] if notes is None else notes
     hints = lazy_hints(raw)
-    mail_headers = _mail_headers(root, Fields(root, hints), len(raw))
+    mail_headers = _mail_headers(root, Fields(root, hints), len(raw)) if headers else None
     eol = raw.find(b"\n")
     walker = _Walker(notes, hints, "\r\n" if eol > 0 and raw[eol - 1] == 0x0D else "\n")
     shown = assemble(walker.walk(root), walker.files, len(walker.attachments))
