@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 import smtplib
 import subprocess
 import sys
@@ -48,6 +49,14 @@ SIZES = {  # (size, database) -> mailboxes, steady-state minutes, mails per minu
     ("full", "postgresql"): (3000, 10, None, 3),
 }
 SESSIONS_PER_IMAP_PROCESS = 20  # tests/servers/dovecot.py IMAP_CLIENT_LIMIT
+# Dovecot's IDLE push comes from inotify, one instance per imap process, and the kernel allows a uid
+# fs.inotify.max_user_instances of them (128 here), shared with every other Dovecot of that uid on the
+# machine (the tests'). A process past the limit pushes nothing: its sessions hear of new mail on
+# Dovecot's 5 s mailbox check. 3,000 sessions at 20 a process took 153 processes, and one mail in five
+# waited up to 5 s for Dovecot, the reference's too (section 6.2, first run of 2026-12-02). So the bench's
+# Dovecot packs its sessions into at most this many processes.
+IMAP_PROCESSES = 60
+INOTIFY_LIMIT_WARNING = "inotify instance limit"
 
 
 def _mail(to: str, subject: str) -> bytes:
@@ -57,16 +66,31 @@ def _mail(to: str, subject: str) -> bytes:
 
 @contextlib.contextmanager
 def _dovecot_room(sessions: int):
-    """Dovecot's IMAP process limit raised for this many sessions (it allows 3,000 by default: 3,000
-    mailboxes plus the reference and the API server's need a little more)."""
+    """Dovecot sized for this many sessions in at most IMAP_PROCESSES imap processes (more sessions a
+    process, not more processes: see IMAP_PROCESSES)."""
     from tests.servers import dovecot
 
-    before = dovecot.IMAP_PROCESS_LIMIT
-    dovecot.IMAP_PROCESS_LIMIT = max(before, math.ceil(sessions / SESSIONS_PER_IMAP_PROCESS))
+    before = dovecot.IMAP_PROCESS_LIMIT, dovecot.IMAP_CLIENT_LIMIT
+    per_process = _sessions_per_process(sessions)
+    dovecot.IMAP_CLIENT_LIMIT = per_process
+    dovecot.IMAP_PROCESS_LIMIT = max(before[0], math.ceil(sessions / per_process))
     try:
         yield
     finally:
-        dovecot.IMAP_PROCESS_LIMIT = before
+        dovecot.IMAP_PROCESS_LIMIT, dovecot.IMAP_CLIENT_LIMIT = before
+
+
+def _sessions_per_process(sessions: int) -> int:
+    return max(SESSIONS_PER_IMAP_PROCESS, math.ceil(sessions / IMAP_PROCESSES))
+
+
+def _dovecot_without_push(env: BenchEnv) -> int:
+    """How many of Dovecot's processes said they could not get an inotify instance (no push from them)."""
+    try:
+        text = env.dovecot.log_path.read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(INOTIFY_LIMIT_WARNING in line.lower() for line in text.splitlines())
 
 
 def _postmaster(env: BenchEnv) -> int | None:
@@ -102,6 +126,8 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
         ids = env.connect_many(emails, threads=4)
         connect_seconds = time.perf_counter() - t0
         log(f"mailboxes: connected {n} mailboxes through the auth-code flow in {connect_seconds:.0f} s")
+        pages = page_times(env, emails)
+        log(f"mailboxes: the Mailboxes page with {n} mailboxes: {pages}")
         for i, email in enumerate(emails):  # one waiting mail each, as Maildir files
             raw = _mail(email, f"Waiting mail {i}")
             cur = env.maildir(email) / "cur"
@@ -145,6 +171,7 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
             cpu0 = [cpu_seconds(proc.pid) for proc in procs]
             db_cpu0 = tree_sample(postmaster, memory=False)[1] if postmaster else None
             wall0 = time.perf_counter()
+            steady_from = datetime.now()  # the workers log local time
             stats0 = env.idp_stats()
             total = max(1, round(minutes * per_minute))
             due = sorted(rng.uniform(0, minutes * 60) for _ in range(total))
@@ -201,6 +228,8 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
                     proc.wait()
             for log_file in logs:
                 log_file.close()
+        no_push = _dovecot_without_push(env)
+        inside = news_timings([workdir / f"worker-{k + 1}.log" for k in range(n_workers)], steady_from)
         # Reference for the first sync: the network part of it, plainly, for a sample of the mailboxes.
         sample = ids[: min(n, 100)]
         tokens = [env.access_token(i) for i in sample]
@@ -221,6 +250,7 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
             "threads": threads[k]})
     return {
         "mailboxes": n, "workers": n_workers, "per_worker": per_worker, "connect_seconds": round(connect_seconds, 1),
+        "connect_per_mailbox_ms": round(connect_seconds / n * 1000, 1), "page_ms": pages,
         "first_sync_seconds": round(first_sync, 1), "first_sync_per_mailbox_ms": round(first_sync / n * 1000, 1),
         "ref_first_pass_ms": round(per_mailbox_ref * 1000, 1),
         "first_sync_ratio": round(first_sync / (per_mailbox_ref * n), 2),
@@ -240,9 +270,61 @@ def run(workdir: Path, size: str = "full", log=print, database: str = "sqlite", 
         "token_calls_steady": token_steady,
         "token_calls_per_mailbox_hour": round(token_steady / n / (steady_seconds / 3600), 3),
         "token_allowance_per_mailbox_hour": round(3600 / lifetime, 2), "access_token_lifetime": lifetime,
-        "api_polls": watcher.polls, "latencies_s": sorted(round(x, 3) for x in latencies),
+        "api_polls": watcher.polls, "inside_worker": inside, "dovecot_processes_without_push": no_push,
+        "dovecot_sessions_per_process": _sessions_per_process(n + 60), "latencies_s": sorted(round(x, 3) for x in latencies),
         "database": database, "postgresql": env.database_settings,
     }
+
+
+NEWS_LINE = re.compile(r"^(\S+ \S+),\d+ .*mailbox (\d+): news to commit ([\d.]+) s \(waiting for a sync thread "
+                       r"([\d.]+) s, ending IDLE ([\d.]+) s, pass ([\d.]+) s: (.*)\)$")
+
+
+def news_timings(paths: list[Path], since: datetime) -> dict:
+    """What the workers logged for each new mail of the steady state (worker/running.py: from the IDLE news
+    to the commit, and where that time went): percentiles, and the slowest mails' lines."""
+    rows = []
+    for path in paths:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            match = NEWS_LINE.match(line)
+            if not match or datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S") < since.replace(microsecond=0):
+                continue
+            phases = dict((name, float(sec)) for name, sec in re.findall(r"(\w+) ([\d.]+) s", match.group(7)))
+            rows.append({"total": float(match.group(3)), "pool_wait": float(match.group(4)),
+                         "idle_done": float(match.group(5)), "pass": float(match.group(6)), **phases})
+    if not rows:
+        return {"passes": 0}
+    totals = [r["total"] for r in rows]
+    return {"passes": len(rows), "p50_s": round(percentile(totals, 50), 3), "p95_s": round(percentile(totals, 95), 3),
+            "max_s": round(max(totals), 3),
+            "max_by_phase_s": {k: round(max(r.get(k, 0.0) for r in rows), 3)
+                               for k in ("pool_wait", "idle_done", "pass", "list", "fetch", "store")},
+            "slowest": sorted(rows, key=lambda r: -r["total"])[:5]}
+
+
+def page_times(env: BenchEnv, emails: list[str], repeat: int = 5) -> dict[str, float]:
+    """Median milliseconds of GET /accounts as the agent who owns every mailbox (so each row has all its
+    forms): the first page, the last page, and a search for the last address."""
+    from connector.mailbox_list import PAGE_SIZE
+
+    client = env._client()
+    last = max(1, math.ceil(len(emails) / PAGE_SIZE))
+    paths = {"first_page": "/accounts", "last_page": f"/accounts?page={last}",
+             "search": f"/accounts?q={sorted(emails)[-1]}"}
+    times = {}
+    for name, path in paths.items():
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            response = client.get(path)
+            samples.append(time.perf_counter() - t0)
+            assert response.status_code == 200, (path, response.status_code)
+        times[name] = round(sorted(samples)[len(samples) // 2] * 1000, 1)
+    return times
 
 
 def _plain_first_pass(env: BenchEnv, emails: list[str], tokens: list[str]) -> float:
@@ -269,9 +351,15 @@ def report(r: dict) -> list[str]:
     ok_tokens = r["token_calls_per_mailbox_hour"] <= r["token_allowance_per_mailbox_hour"]
     workers = r.get("workers", 1)
     lines = [*([f"- Database: {describe(r['postgresql'])}."] if r.get("postgresql") else []),
-             f"- {r['mailboxes']:,} mailboxes connected through the auth-code flow ({r['connect_seconds']} s), "
+             f"- {r['mailboxes']:,} mailboxes connected through the auth-code flow ({r['connect_seconds']} s"
+             + (f", {r['connect_per_mailbox_ms']} ms a mailbox" if "connect_per_mailbox_ms" in r else "") + "), "
              + (f"one `connector worker` ({r['threads']} threads at the end)." if workers == 1 else
                 f"{workers} `connector worker` processes started together ({r['threads']} threads in all at the end).")]
+    if r.get("page_ms"):
+        p = r["page_ms"]
+        lines.append(f"- The Mailboxes page (GET /accounts, 50 mailboxes a page, each with its forms) with "
+                     f"{r['mailboxes']:,} mailboxes: **first page {p['first_page']} ms, last page {p['last_page']} ms, "
+                     f"a search for one address {p['search']} ms** (median of 5).")
     lines += [
         f"- **First sync of all: {r['first_sync_seconds']} s** ({r['first_sync_per_mailbox_ms']} ms a mailbox); "
         f"reference, the same network steps by a plain IMAPClient one mailbox after another: "
@@ -283,6 +371,19 @@ def report(r: dict) -> list[str]:
         f"**{'met' if ok_p95 else 'missed'}**. Reference (IDLE on a mailbox getting a copy): p50 {r['ref_p50_s']} s, "
         f"p95 {r['ref_p95_s']} s ({r['ratio_p95']}x).",
     ]
+    inside = r.get("inside_worker") or {}
+    if inside.get("passes"):
+        slow = inside["slowest"][0]
+        lines.append(
+            f"- Inside the worker{'s' if workers > 1 else ''}, from the IDLE news to the commit ({inside['passes']} "
+            f"passes, as logged): p50 {inside['p50_s']} s, p95 {inside['p95_s']} s, max {inside['max_s']} s; the "
+            f"slowest spent {slow['pool_wait']} s waiting for a sync thread, {slow['idle_done']} s ending IDLE, "
+            f"{slow.get('list', 0)} s listing, {slow.get('fetch', 0)} s fetching and parsing, {slow.get('store', 0)} s "
+            "storing. The rest of a latency is Dovecot's notice (the reference) and the API's next poll.")
+    if "dovecot_processes_without_push" in r:
+        lines.append(f"- Dovecot: {r['dovecot_sessions_per_process']} IMAP sessions a process; "
+                     f"{r['dovecot_processes_without_push']} of its processes logged that they got no inotify "
+                     "instance (their sessions hear of new mail only on the 5 s mailbox check).")
     if workers == 1:
         lines.append(f"- **Worker RSS: {r['rss_max_mb']} MB at most** in the steady state (end {r['rss_end_mb']} MB"
                      + (f", peak over the whole run {r['rss_peak_mb']} MB" if "rss_peak_mb" in r else "") +

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .crypto import Vault
@@ -87,6 +88,24 @@ class ConnectRefused(Exception):
 class Connection:
     account: Account
     outcome: Literal["created", "reconnected", "joined"]  # joined: access proven, made a member only
+
+
+def connect_committed(session: Session, store: Callable[[], Connection]) -> Connection:
+    """Run a connect (`store`) and commit it, deciding once more if the same mailbox was created meanwhile.
+
+    Two sign-ins of one mailbox at the same moment both find no row; the second commit then breaks the
+    unique address. Rolled back and run again, it finds the first one's row and decides against it
+    (join, reconnect or refuse) instead of showing an error. Raises ConnectRefused.
+    """
+    def attempt() -> Connection:
+        result = store()
+        session.commit()
+        return result
+    try:
+        return attempt()
+    except IntegrityError:
+        session.rollback()
+        return attempt()
 
 
 def folder_to_prove(session: Session, address: str) -> str:

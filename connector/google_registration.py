@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from .config import Settings
-from .crypto import DecryptionError, Vault
+from .crypto import Vault
 from .identity.google import GoogleApp, GoogleIdentity
 from .models import GoogleAppRegistration, utcnow
-from .registration import RegistrationInputError
+from .registration import RegistrationInputError, secret_to_use
 
 CALLBACK_PATH = "/auth/google/callback"
 NOT_REGISTERED = "The Google app is not registered: an admin must save it first (Admin > Google app)."
@@ -99,18 +99,8 @@ def save(session: Session, settings: Settings, vault: Vault, *, client_id: str, 
     pasting the secret again; the check runs with the secret that will be used.
     """
     client_id = validate(client_id, client_secret)
-    secret = (client_secret or "").strip()
-    if not secret:
-        try:
-            current = load(session, settings, vault)
-        except DecryptionError:
-            raise RegistrationInputError("client_secret", "The stored client secret cannot be decrypted with the "
-                                         "configured encryption key (it changed): paste the client secret again."
-                                         ) from None
-        if current is None:
-            raise RegistrationInputError("client_secret", "Paste the Client secret of the OAuth client (Google Cloud "
-                                         "console > Credentials).")
-        secret = current.client_secret
+    secret = secret_to_use(client_secret, lambda: load(session, settings, vault),
+                           missing="Paste the Client secret of the OAuth client (Google Cloud console > Credentials).")
     session.commit()  # no transaction (SQLite's write lock) is held while Google is asked
     identity_for(GoogleApp(client_id, secret), settings).check_registration()
     row = stored(session)

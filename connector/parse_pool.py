@@ -10,7 +10,9 @@ so new mail loses nothing by the hand-over.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Callable, Union
 
 from .mail import budget as _budget
@@ -24,7 +26,7 @@ DEFAULT_BUDGET = 10.0  # seconds; the setting is [mail] parse_timeout_seconds
 HEADER_SLICE = 256  # header blocks a worker process takes at once (cheap, so fewer hand-overs)
 MAIL_SLICE = 8  # whole mails a worker process takes at once
 
-Parsed = Union[ParsedMail, MailHeaders, Exception]  # an exception is that mail's failure
+Parsed = Union[ParsedMail, MailHeaders, Exception, None]  # an exception is that mail's failure; None: see StoredMail
 release_memory = _budget.release_memory
 
 
@@ -42,8 +44,38 @@ class ParserDied(_budget.WorkerLost):
     """The parser process died on this mail (a crash, or the system ran out of memory)."""
 
 
-def _parse_one(raw: bytes, max_size: int) -> ParsedMail:
-    return parse_mail(raw, max_size=max_size)
+@dataclass(frozen=True)
+class StoredMail:
+    """A raw mail in a pack file (blobs.py), handed to a parser process instead of its bytes: the process reads
+    it and checks its SHA-256 itself, so the caller neither reads, hashes nor sends the mail (for body
+    extraction after a big import, 438 MB for the 10,000-mail benchmark: BENCHMARKS.md, section 1)."""
+
+    path: str
+    offset: int
+    size: int
+    sha256: str
+
+    def read(self) -> bytes | None:
+        """The mail, or None if the pack is missing or the bytes do not match their SHA-256 (as `BlobFiles.read`)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.size)
+        except OSError:
+            return None
+        return data if len(data) == self.size and hashlib.sha256(data).hexdigest() == self.sha256 else None
+
+
+def _parse_one(raw: bytes, max_size: int, headers: bool = True) -> ParsedMail:
+    return parse_mail(raw, max_size=max_size, headers=headers)
+
+
+def _stored_or_raw(item: bytes | StoredMail, parse: Callable[[bytes], ParsedMail]) -> ParsedMail | None:
+    """A whole mail given as bytes, or as where it is stored (None if it is missing or damaged there)."""
+    if isinstance(item, StoredMail):
+        raw = item.read()
+        return None if raw is None else parse(raw)
+    return parse(item)
 
 
 def _headers_one(block_and_size: tuple[bytes, int]) -> MailHeaders:
@@ -73,17 +105,20 @@ def reset_pool() -> None:
     _budget.reset_shared_pool()
 
 
-def start(raws: list[bytes], *, headers_only: bool, max_size: int, budget: float = DEFAULT_BUDGET,
-          whole: list[bool] | None = None) -> tuple[Callable[[], list[Parsed]], bool]:
+def start(raws: list[bytes] | list[bytes | StoredMail], *, headers_only: bool, max_size: int,
+          budget: float = DEFAULT_BUDGET, whole: list[bool] | None = None,
+          body_only: bool = False) -> tuple[Callable[[], list[Parsed]], bool]:
     """Begin parsing `raws`: headers only (`MailHeaders`) or whole mails (`ParsedMail`), each within `budget`
     seconds. With `headers_only` and `whole` (a flag per mail), the flagged mails are parsed whole all the same
-    (a big import parses whole what it can afford to hold in memory, see sync/import_pass.py).
+    (a big import parses whole what it can afford to hold in memory, see sync/import_pass.py). Whole mails may
+    be given as `StoredMail` (where they are stored); one missing or damaged there comes back as None.
+    `body_only`: whole mails whose headers are not wanted (`ParsedMail.headers` is None; body extraction).
 
     Returns (a callable giving one result per mail, in order, pooled). Headers-only work hands the processes
     only `header_slice` of each mail, a few KB instead of the whole message. A mail over the budget comes
     back as `ParseTimeout`, one whose process died as `ParserDied`.
     """
-    whole_one = functools.partial(_parse_one, max_size=max_size)
+    whole_one = functools.partial(_parse_one, max_size=max_size, **({"headers": False} if body_only else {}))
     if headers_only and whole is not None and any(whole):
         work: list = [raw if flag else (header_slice(raw), len(raw)) for raw, flag in zip(raws, whole)]
         task: Callable = functools.partial(_whole_or_headers, parse=whole_one)
@@ -92,6 +127,8 @@ def start(raws: list[bytes], *, headers_only: bool, max_size: int, budget: float
         work = [(header_slice(raw), len(raw)) for raw in raws]
         task = _headers_one
         per_slice = HEADER_SLICE
+    elif any(isinstance(raw, StoredMail) for raw in raws):
+        work, task, per_slice = raws, functools.partial(_stored_or_raw, parse=whole_one), MAIL_SLICE
     else:
         work, task, per_slice = raws, whole_one, MAIL_SLICE
     # Small batches go one mail per process hand-over, so that they spread over every process.

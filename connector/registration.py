@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import Any, Callable
 
 from sqlalchemy.orm import Session
 
@@ -89,6 +90,26 @@ def identity(session: Session, settings: Settings, vault: Vault) -> MicrosoftIde
                              settings.callback_url)
 
 
+def secret_to_use(pasted: str | None, current: Callable[[], Any], *, missing: str) -> str:
+    """The pasted secret, or else the stored one, so an admin can fix another field without pasting it again.
+
+    `current` loads the stored app (anything with `client_secret`, or None). Raises RegistrationInputError
+    when there is none, or when it cannot be decrypted because the encryption key changed.
+    """
+    secret = (pasted or "").strip()
+    if secret:
+        return secret
+    try:
+        stored_app = current()
+    except DecryptionError:
+        raise RegistrationInputError("client_secret", "The stored client secret cannot be decrypted with the "
+                                     "configured encryption key (it changed): paste the client secret again."
+                                     ) from None
+    if stored_app is None:
+        raise RegistrationInputError("client_secret", missing)
+    return stored_app.client_secret
+
+
 def save(session: Session, settings: Settings, vault: Vault, *, client_id: str, tenant: str,
          client_secret: str | None, secret_expires_on: date | None, by: str) -> AppRegistration:
     """Validate, check against the authority, then store. Raises RegistrationInputError or IdentityError.
@@ -97,18 +118,8 @@ def save(session: Session, settings: Settings, vault: Vault, *, client_id: str, 
     """
     client_id, tenant = validate(client_id, tenant)
     row = stored(session)
-    secret = (client_secret or "").strip()
-    if not secret:
-        try:
-            current = load(session, settings, vault)
-        except DecryptionError:
-            raise RegistrationInputError("client_secret", "The stored client secret cannot be decrypted with the "
-                                         "configured encryption key (it changed): paste the client secret again."
-                                         ) from None
-        if current is None:
-            raise RegistrationInputError("client_secret", "Paste the client secret's Value from Certificates & "
-                                         "secrets in Azure.")
-        secret = current.client_secret
+    secret = secret_to_use(client_secret, lambda: load(session, settings, vault),
+                           missing="Paste the client secret's Value from Certificates & secrets in Azure.")
     MicrosoftIdentity(Registration(client_id, tenant, secret), settings.microsoft.authority_host,
                       settings.ca_bundle, settings.callback_url).check_registration()
     if row is None:

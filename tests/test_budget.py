@@ -77,14 +77,14 @@ def test_many_small_jobs_from_many_threads(pool):
 
 
 # -- the parse budget, with the real parser --------------------------------------------------------------
-def hang_or_parse(raw: bytes, max_size: int):
+def hang_or_parse(raw: bytes, max_size: int, headers: bool = True):
     """parse_pool._parse_one for a test: hangs on a marked mail (the only way to make a parse hang on purpose
     now that the parser is linear), parses any other."""
     from connector.mail.parse import parse_message
 
     if b"X-Test-Hang: yes" in raw:
         time.sleep(3600)
-    return parse_message(raw, max_size=max_size)
+    return parse_message(raw, max_size=max_size, headers=headers)
 
 
 def test_a_parse_over_the_budget_is_a_parse_timeout_and_the_batch_completes(monkeypatch):

@@ -123,11 +123,11 @@ def test_a_bulk_session_keeps_one_connection_with_a_small_cache(rt):
         assert first.execute("PRAGMA cache_size").fetchone()[0] == -65536  # given back to the pool as it was
 
 
-def hang_on_marker(raw: bytes, max_size: int):
+def hang_on_marker(raw: bytes, max_size: int, headers: bool = True):
     """parse_pool._parse_one for a test (module level: parser processes import it by name)."""
     if b"X-Test-Hang: yes" in raw:
         time.sleep(3600)
-    return parse_message(raw, max_size=max_size)
+    return parse_message(raw, max_size=max_size, headers=headers)
 
 
 def test_a_mail_over_the_budget_gets_a_note_and_no_lock_is_held_while_it_is_parsed(rt, monkeypatch):

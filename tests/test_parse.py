@@ -786,3 +786,27 @@ def test_too_many_parts_are_dropped_with_a_note() -> None:
 def test_unclosed_html_constructs_stay_linear(body: bytes) -> None:
     parsed = parse_message(b"Content-Type: text/html\n\n" + body)
     assert parsed.body_html is not None
+
+
+RFC1896_EXAMPLE = ("<bold>Now</bold> is the time for <italic>all</italic>\r\ngood men\r\n\r\n<smaller>(and "
+                   "<<women>)</smaller> to\r\n<ignoreme>come</ignoreme>\r\n\r\n\r\nto the aid of their\r\n"
+                   "<color><param>red</param>beloved</color> country.\r\n")
+
+
+def test_enriched_text_reads_as_rfc_1896_shows_it():
+    from connector.mail.enriched import enriched_to_text
+    assert enriched_to_text(RFC1896_EXAMPLE) == ("Now is the time for all good men\n(and <women>) to come\n\n"
+                                                 "to the aid of their beloved country. ")
+    assert enriched_to_text("a<nofill>x\r\ny\r\n</nofill>b") == "ax\ny\nb"
+    assert enriched_to_text("one<nl>two\nthree", "text/richtext") == "one\ntwo three"
+    assert enriched_to_text("<</param> <param>unclosed <b") == "</param> "  # << is a "<"; an open param hides the rest
+
+
+def test_a_text_enriched_mail_shows_its_text_as_mail_clients_do():
+    raw = (b"From: a@example.org\r\nTo: desk@example.com\r\nSubject: Enriched\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/enriched\r\n\r\n"
+           + RFC1896_EXAMPLE.encode() + b"--b\r\nContent-Type: text/plain\r\n\r\nPS: thanks\r\n--b--\r\n")
+    parsed = parse_message(raw)
+    assert parsed.body_text.startswith("Now is the time for all good men\n(and <women>) to come")
+    assert "PS: thanks" in parsed.body_text and parsed.attachments == []
+    assert '"t":"text"' in parsed.display and "<bold>" not in parsed.body_text

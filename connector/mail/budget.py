@@ -30,6 +30,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 DEFAULT_SIZE = max(1, min(4, os.cpu_count() or 1))  # processes of the shared pool: every core, up to 4
 IDLE_SECONDS = 300.0
+TRIM_AFTER_SECONDS = 0.05  # a worker process idle this long gives its freed heap back (release_memory)
 HANDOVER_SECONDS = 120.0  # for taking a slice in and sending results back: not the items' budget, a safety net
 RECEIVING, SENDING = -2, -1  # a process's position while it is not on an item
 PRELOAD = ["__main__", "connector.mail.budget", "connector.mail.parse", "connector.mail.sanitize", "connector.parse_pool"]
@@ -364,7 +365,8 @@ def _serve(conn, progress) -> None:
         except Exception as exc:  # noqa: BLE001 - a result that does not pickle
             conn.send([(False, RuntimeError(f"the result could not be sent back: {exc}"))] * len(items))
         del task, fn, items, out
-        release_memory()
+        if not conn.poll(TRIM_AFTER_SECONDS):  # a burst is over: its heap back to the system (not between slices)
+            release_memory()
 
 
 def _noop(_: object) -> None:

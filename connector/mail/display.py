@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Union
 
-from .htmltext import html_to_text
+from .htmltext import html_shows_something, html_to_text
 
 VERSION = 1
 FORWARD_MARK = "---------- Forwarded message ----------"
@@ -99,6 +99,28 @@ def html_nodes(nodes: list[Node]) -> list[Html]:
 def plain_text(nodes: list[Node]) -> str:
     """The text of the text nodes (not HTML), joined as body_text joins them."""
     return "\n".join(n.text.strip("\n") for n in nodes if isinstance(n, Text) and n.text.strip())
+
+
+def choose_alternative(options: list[list[Node]]) -> list[Node]:
+    """multipart/alternative (RFC 2046): the options are the same content, the last the richest. Shown: the
+    last option with HTML that shows something, else the first with text, else the last that shows
+    anything; beside it the first plain text (search, and what shows if the HTML cannot)."""
+    plain = None
+    for nodes in options:
+        text = plain_text(nodes)
+        if text.strip():
+            plain = text
+            break
+    shown = next((nodes for nodes in reversed(options)
+                  if any(html_shows_something(h.html) for h in html_nodes(nodes))), None)
+    if shown is None and plain is not None:
+        shown = next(nodes for nodes in options if plain_text(nodes).strip())
+        shown = [n for n in shown if not isinstance(n, Html)]
+    if shown is None:
+        shown = next((nodes for nodes in reversed(options) if visible(nodes)), None)
+    if shown is None:  # nothing shows anything: keep the HTML as it was (search text, raw view)
+        shown = next((nodes for nodes in reversed(options) if html_nodes(nodes)), [])
+    return [Alternative(shown, plain)] if shown or plain is not None else []
 
 
 @dataclass

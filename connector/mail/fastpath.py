@@ -10,12 +10,12 @@ model) runs on it unchanged. So the fast path cannot give another body, HTML, at
 only the tree is built differently, and tests/test_fastpath.py checks on every corpus mail that the
 tree and the result are the same as the stdlib's.
 
-A mail qualifies by its structure; anything else goes to the feed parser, which knows every quirk:
-a header block with a line that is not a field (the stdlib repairs such mails, see headers.py), an
-envelope ``From `` line other than the first, a lone CR as a line break, message/* parts (forwarded
-mails, bounces: the feed parser parses them as mails of their own), multipart/digest, a multipart
-without its boundary or its opening boundary line, with two boundary lines in a row
-or a boundary reused inside it, nesting deeper than `MAX_DEPTH`, more parts than `MAX_PARTS`. Every
+Forwarded mails (message/* parts) are read as mails of their own, and delivery statuses as blocks of
+fields, as the feed parser reads them. A mail qualifies by its structure; anything else goes to the feed
+parser, which knows every quirk: a header block with a line that is not a field (the stdlib repairs such
+mails, see headers.py), an envelope ``From `` line other than the first, a lone CR as a line break,
+multipart/digest, a multipart without its boundary or its opening boundary line, with two boundary lines
+in a row or a boundary reused inside it, nesting deeper than `MAX_DEPTH`, more parts than `MAX_PARTS`. Every
 step is a `str.find` or one regular expression match per boundary line, so the fast path is linear
 in the size of the mail (hostile mail that would make it do more is refused and goes to the bounded
 feed parser).
@@ -34,7 +34,12 @@ __all__ = ["parse_mail", "read_simple", "MAX_DEPTH", "MAX_PARTS"]
 
 MAX_DEPTH = 8    # multiparts inside multiparts read here; deeper mails go to the feed parser
 MAX_PARTS = 200  # parts of one mail read here; mails with more go to the feed parser
-_HEADER_RE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")  # feedparser's headerRE (a line that is a field)
+# A field as feedparser's headerRE and _parse_headers read it: a name (no colon, space or control character), a
+# colon, the rest of the line and its continuation lines (starting with a space or a tab), each with its line break.
+_FIELD = r"([\041-\071\073-\176]+):([^\n]*\n(?:[ \t][^\n]*\n)*)"
+_FIELD_RE = re.compile(_FIELD)
+_LONE_CR_RE = re.compile(rb"\r(?!\n)")
+_FIELDS_RE = re.compile(f"(?:{_FIELD})*")
 _BOUNDARY_TAIL_RE = re.compile(r"(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")  # feedparser's, past "--" boundary
 
 
@@ -48,9 +53,20 @@ def _without_eol(text: str) -> str:
 class _Part(BoundedMessage):
     """A `BoundedMessage` that finds a field through a dictionary: the walk asks each part for the same few
     fields many times, and `Message.get` compares every field's lowercased name each time. The same answers:
-    the first field of that name, read through the policy; any change to the fields drops the dictionary."""
+    the first field of that name, read through the policy; any change to the fields drops the dictionary.
+    Its content type is remembered too (the walk asks for it a dozen times a part), while the fields, the
+    default type and the policy stay as they were (the generator sets its own policy while it writes a part)."""
 
     _index: dict[str, tuple[str, str]] | None = None
+    _type: tuple[str, str] | None = None  # (default type, content type) as last worked out
+
+    def get_content_type(self) -> str:
+        known = self._type
+        if known is not None and known[0] == self._default_type and self.policy is POLICY:
+            return known[1]
+        ctype = super().get_content_type()
+        self._type = (self._default_type, ctype) if self.policy is POLICY else None
+        return ctype
 
     def _fields(self) -> dict[str, tuple[str, str]]:
         if self._index is None:
@@ -68,52 +84,60 @@ class _Part(BoundedMessage):
         return name.lower() in self._fields()
 
     def set_raw(self, name, value) -> None:
-        self._index = None
+        self._index = self._type = None
         super().set_raw(name, value)
 
     def __setitem__(self, name, value) -> None:
-        self._index = None
+        self._index = self._type = None
         super().__setitem__(name, value)
 
     def __delitem__(self, name) -> None:
-        self._index = None
+        self._index = self._type = None
         super().__delitem__(name)
 
     def replace_header(self, name, value) -> None:
-        self._index = None
+        self._index = self._type = None
         super().replace_header(name, value)
 
     def add_header(self, name, value, **params) -> None:
-        self._index = None
+        self._index = self._type = None
         super().add_header(name, value, **params)
 
     def set_boundary(self, boundary) -> None:
-        self._index = None
+        self._index = self._type = None
         super().set_boundary(boundary)
+
+
+def _last_read(part: Message) -> Message:
+    """The message the feed parser made last while reading `part` (its `_last`): the part itself, or for a
+    forwarded mail the mail inside it (a multipart counts as made last once its parts are read)."""
+    while isinstance(part._payload, list) and part.get_content_maintype() != "multipart":
+        part = part._payload[-1]
+    return part
 
 
 class _NotSimple(Exception):
     """The mail is not simply built: the feed parser reads it."""
 
 
-def parse_mail(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail:
+def parse_mail(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE, headers: bool = True) -> ParsedMail:
     """`parse.parse_message`, through the fast path when the mail qualifies. Never raises."""
     raw = _as_bytes(raw)
     if len(raw) <= max_size:
         try:
             root = read_simple(raw)
             if root is not None:
-                return parse_tree(raw, root)
+                return parse_tree(raw, root, headers=headers)
         except Exception:  # noqa: BLE001 - whatever the fast path trips on, the stdlib path reads
             pass
-    return parse_message(raw, max_size=max_size)
+    return parse_message(raw, max_size=max_size, headers=headers)
 
 
 def read_simple(raw: bytes) -> Message | None:
     """The tree `headers.read_message(raw)` gives, if the mail is simply built (see the module doc); else None."""
-    text = raw.decode("ascii", "surrogateescape")
-    if "\r" in text and text.count("\r") != text.count("\r\n"):
+    if b"\r" in raw and _LONE_CR_RE.search(raw):
         return None  # a lone CR is a line break to the feed parser: not worth the special case here
+    text = raw.decode("ascii", "surrogateescape")
     try:
         builder = _Builder(text)
         return builder.message(0, len(text), depth=0, root=True)
@@ -136,53 +160,70 @@ class _Builder:
         msg = _Part(policy=POLICY)
         body = self._headers(msg, start, end, root)
         maintype = msg.get_content_maintype()
-        if maintype == "message" or msg.get_content_type() == "multipart/digest":
+        ctype = msg.get_content_type()
+        if ctype == "multipart/digest":
             raise _NotSimple
-        if maintype == "multipart":
+        if ctype == "message/delivery-status":
+            msg._payload = self._delivery_status(body, end)
+        elif maintype == "multipart":
             self._multipart(msg, body, end, depth)
+        elif maintype == "message":  # a forwarded mail: a mail of its own, as the feed parser reads it
+            if depth + 1 >= MAX_DEPTH:
+                raise _NotSimple
+            msg._payload = [self.message(body, end, depth + 1)]
         else:
             msg._payload = self.text[body:end]
         return msg
 
-    def _headers(self, msg: Message, start: int, end: int, root: bool) -> int:
-        """Read the header block at `start` into `msg` (as feedparser's `_parse_headers`); where the body starts."""
+    def _headers(self, msg: Message, start: int, end: int, root: bool, block: bool = False) -> int:
+        """Read the header block at `start` into `msg` (as feedparser's `_parse_headers`); where the body starts.
+        `block`: a block of a delivery status, which ends at an empty line (returned: where that line starts) or
+        at `end`. The fields are found by two regular expressions over the block, not line by line."""
         text = self.text
         pos = start
-        name = ""
-        lines: list[str] = []
-        first = True
-        while True:
-            if pos >= end:
-                raise _NotSimple  # no empty line after the header block
+        if root and text.startswith("From ", pos):  # an envelope line, first line of the mail only
             nl = text.find("\n", pos, end)
-            stop = end if nl < 0 else nl + 1
-            line = text[pos:stop]
-            if line in ("\n", "\r\n"):
-                break
-            if not _HEADER_RE.match(line):
-                raise _NotSimple  # not a field: the feed parser notes a defect (and the stdlib path repairs it)
-            if line[0] in " \t":
-                if not name:
-                    raise _NotSimple
-                lines.append(line)
+            if nl < 0:
+                raise _NotSimple
+            msg.set_unixfrom(_without_eol(text[pos:nl + 1]))
+            pos = nl + 1
+        fields_end = _FIELDS_RE.match(text, pos, end).end()
+        if fields_end < end:
+            # The block must end at an empty line: any other line is not a field (the feed parser notes a defect
+            # and the stdlib path repairs the mail), or a continuation line with no field before it.
+            if text.startswith("\n", fields_end):
+                stop = fields_end + 1
+            elif text.startswith("\r\n", fields_end):
+                stop = fields_end + 2
             else:
-                if name:
-                    msg.set_raw(*POLICY.header_source_parse(lines))
-                    name, lines = "", []
-                if line.startswith("From "):
-                    if not (root and first):
-                        raise _NotSimple
-                    msg.set_unixfrom(_without_eol(line))
-                else:
-                    colon = line.find(":")
-                    if colon <= 0:
-                        raise _NotSimple
-                    name, lines = line[:colon], [line]
-            first = False
-            pos = stop
-        if name:
-            msg.set_raw(*POLICY.header_source_parse(lines))
+                raise _NotSimple
+            stop = fields_end if block else stop
+        elif block:
+            stop = end
+        else:
+            raise _NotSimple  # no empty line after the header block
+        msg._headers = [(name, value.rstrip("\r\n")) for name, value in _FIELD_RE.findall(text, pos, fields_end)]
+        msg._index = None
         return stop
+
+    def _delivery_status(self, start: int, end: int) -> list[Message]:
+        """A delivery status (RFC 3464), as the feed parser reads it: blocks of fields separated by an empty line,
+        each a message without a body."""
+        blocks: list[Message] = []
+        pos = start
+        while True:
+            self.parts += 1
+            if self.parts > MAX_PARTS:
+                raise _NotSimple
+            block = _Part(policy=POLICY)
+            pos = self._headers(block, pos, end, root=False, block=True)
+            block._payload = ""
+            blocks.append(block)
+            if pos >= end:
+                return blocks
+            pos = self.text.find("\n", pos, end) + 1  # past the empty line (it ends in a line break)
+            if pos >= end:
+                return blocks
 
     def _multipart(self, msg: Message, start: int, end: int, depth: int) -> None:
         """Cut text[start:end] at the lines naming the boundary of `msg`, as feedparser's multipart branch does."""
@@ -234,12 +275,13 @@ class _Builder:
         parts = []
         for part_start, part_end in sections:
             part = self.message(part_start, part_end, depth + 1)
-            if part.get_content_maintype() == "multipart":
-                epilogue = part.epilogue
+            last = _last_read(part)  # the line break before a boundary line is the boundary's: off what was read last
+            if last.get_content_maintype() == "multipart":
+                epilogue = last.epilogue
                 if epilogue is not None:
-                    part.epilogue = None if epilogue == "" else _without_eol(epilogue)
+                    last.epilogue = None if epilogue == "" else _without_eol(epilogue)
             else:
-                part._payload = _without_eol(part._payload)
+                last._payload = _without_eol(last._payload)
             parts.append(part)
         self.open.pop()
         msg._payload = parts

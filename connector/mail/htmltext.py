@@ -57,26 +57,42 @@ def _drop_invisible(markup: str) -> str:
         pos = close.end()
 
 
+class _TagText(dict):
+    """(slash, tag name as written) -> what the tag becomes in the text: a block boundary (with "- " for an
+    opening <li>), a line break for <br>, a space for a closing cell, else nothing. Each spelling is worked
+    out once and remembered (a mail uses few); at most `LIMIT` are kept, as tag names are the sender's."""
+
+    LIMIT = 4096
+
+    def __missing__(self, key: tuple[str, str]) -> str:
+        slash, name = key
+        name = name.lower()
+        if name in _BLOCKS:
+            value = _BLOCK + "- " if name == "li" and not slash else _BLOCK
+        elif name == "br":
+            value = "\n"
+        else:
+            value = " " if slash and name in ("td", "th") else ""
+        if len(self) < self.LIMIT:
+            self[key] = value
+        return value
+
+
+_TAG_TEXT = _TagText()
+
+
 def html_to_text(markup: str) -> str:
     """Strip tags, keep line breaks at ``<br>`` and block elements, unescape entities."""
     if not markup:
         return ""
     text = _COMMENT_RE.sub("", _drop_invisible(markup.replace(_BLOCK, "")))
     text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-    out: list[str] = []
-    pos = 0
-    for m in _TAG_RE.finditer(text):
-        out.append(text[pos:m.start()])
-        pos = m.end()
-        name = m.group(2).lower()
-        if name in _BLOCKS:
-            out.append(_BLOCK + "- " if name == "li" and not m.group(1) else _BLOCK)
-        elif name == "br":
-            out.append("\n")
-        elif m.group(1) and name in ("td", "th"):
-            out.append(" ")
-    out.append(text[pos:])
-    text = "".join(out)
+    # _TAG_RE.split gives [text, "/" or "", name, text, ...]: the tags are found in C, and each is replaced by
+    # a dictionary lookup (one per distinct spelling of a tag), not by a branch in Python per tag.
+    pieces = _TAG_RE.split(text)
+    pieces[1::3] = map(_TAG_TEXT.__getitem__, zip(pieces[1::3], pieces[2::3]))
+    del pieces[2::3]
+    text = "".join(pieces)
     if "&" in text:
         # html.unescape turns &#0; into U+FFFD, so block markers stay ours; it cannot read numeric
         # references longer than Python's int limit (4300 digits), so those are shortened first.

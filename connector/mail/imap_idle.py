@@ -59,10 +59,15 @@ class IdleSession:
                 self.tag = None
                 raise ConnectionError(f"the server refused IDLE: {line.decode('ascii', 'replace').strip()}")
             self._note(line)
+        # What came in the same read as the continuation is noted now: an EXISTS for mail that arrived
+        # between the pass and this IDLE often does, and the socket will not turn readable for it again
+        # (it waited for the next keep-alive or Dovecot's next mailbox check, seconds later).
+        self._parse()
         self.sock.setblocking(False)
 
     def ready(self) -> bool:
-        """Something to act on without waiting for the socket: news, a closed connection, decrypted bytes."""
+        """Something to act on without waiting for the socket: news, a closed connection, decrypted bytes
+        (lines already in `buffer` were noted by `start()` or `read_available()`)."""
         return self.news or self.closed or (getattr(self.sock, "pending", None) is not None and self.sock.pending() > 0)
 
     def read_available(self) -> None:

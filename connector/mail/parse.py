@@ -18,7 +18,8 @@ from datetime import datetime
 from email.message import Message
 
 from .charsets import decode_text
-from .display import Alternative, Html, Image, Mail, Node, Text, assemble, html_nodes, plain_text, text_only, visible
+from .display import Html, Image, Mail, Node, Text, assemble, choose_alternative, html_nodes, text_only
+from .enriched import ENRICHED_TYPES, enriched_to_text
 from .feed import MAX_NESTING
 from .headers import (
     CHARSET_HINT_LIMIT,
@@ -36,7 +37,6 @@ from .headers import (
     read_headers,
     read_message,
 )
-from .htmltext import html_shows_something
 from .mime import (
     as_sent,
     attached_bytes,
@@ -88,7 +88,7 @@ class Part:
 
 @dataclass(frozen=True)
 class ParsedMail:
-    headers: MailHeaders
+    headers: MailHeaders | None   # None when parsed for the body only (`headers=False`: extraction, see extract.py)
     body_text: str                # text/plain, else text derived from the HTML; \n line breaks
     body_html: str | None         # HTML as sent (unsanitised, line breaks as \n), None if none
     attachments: list[Part]
@@ -219,32 +219,34 @@ MAX_DEPTH = MAX_NESTING  # multipart nesting this deep is kept as one opaque att
 MAX_PARTS = 5000      # parts beyond this many in one message are dropped (with a note)
 
 
-def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedMail:
+def parse_message(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE, headers: bool = True) -> ParsedMail:
     """Headers, body and attachments, from one parse of the bytes. Never raises.
 
     Mails over ``max_size`` get headers and a note only, so one huge mail cannot exhaust memory.
+    ``headers=False``: the body only (``ParsedMail.headers`` is None), for a mail whose headers were read at
+    import: they are a tenth of the parse.
     """
     raw = _as_bytes(raw)
     notes: list[str] = []
     if len(raw) > max_size:
         notes.append(f"message exceeds the {_megabytes(max_size)} limit: "
                      "body and attachments not imported")
-        return ParsedMail(parse_headers(raw), "", None, [], notes, assemble([], [], 0).display)
+        return ParsedMail(parse_headers(raw) if headers else None, "", None, [], notes, assemble([], [], 0).display)
     try:
-        return parse_tree(raw, read_message(raw), notes)
+        return parse_tree(raw, read_message(raw), notes, headers)
     except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on absurd nesting
         notes.append(f"MIME structure could not be parsed ({type(exc).__name__}): "
                      "raw body kept as text")
         shown = text_only(_newlines(decode_text(raw[header_end(raw):], None)))
-        return ParsedMail(parse_headers(raw), shown.body_text, None, [], notes, shown.display)
+        return ParsedMail(parse_headers(raw) if headers else None, shown.body_text, None, [], notes, shown.display)
 
 
-def parse_tree(raw: bytes, root: Message, notes: list[str] | None = None) -> ParsedMail:
+def parse_tree(raw: bytes, root: Message, notes: list[str] | None = None, headers: bool = True) -> ParsedMail:
     """What `parse_message` makes of `raw` once its MIME tree `root` is read (by the stdlib's feed parser, or
     by the fast path of fastpath.py, which builds the same tree for simply built mails). May raise."""
     notes = [] if notes is None else notes
     hints = lazy_hints(raw)
-    mail_headers = _mail_headers(root, Fields(root, hints), len(raw))
+    mail_headers = _mail_headers(root, Fields(root, hints), len(raw)) if headers else None
     eol = raw.find(b"\n")
     walker = _Walker(notes, hints, "\r\n" if eol > 0 and raw[eol - 1] == 0x0D else "\n")
     shown = assemble(walker.walk(root), walker.files, len(walker.attachments))
@@ -270,6 +272,7 @@ _HTML_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za
                               re.I)
 _CTYPE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`{|}~-]+/[A-Za-z0-9!#$%&'*+.^_`{|}~-]+$")
 # Images the page shows in place (and the attachment route serves inline); others are offered as files.
+SHOWN_TEXT = frozenset({"text/plain", "text/html"}) | ENRICHED_TYPES  # shown inline, in order
 SHOWN_IMAGES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/gif", "image/webp"})
 MAX_FORWARDED = 10  # forwarded mails inside forwarded mails shown this deep; deeper ones stay attachments
 _MAILS = ("message/rfc822", "message/global")
@@ -349,37 +352,13 @@ class _Walker:
         return nodes
 
     def _alternative(self, children: list[Message], depth: int) -> list[Node]:
-        """RFC 2046: the options are the same content, the last the richest. Shown: the last option with
-        HTML that shows something, else the first with text, else the last that shows anything. The
-        attachments of every option are kept (an option not shown may hold the only copy)."""
-        options = [self.walk(child, depth + 1) for child in children]
-        plain = None
-        for nodes in options:
-            text = plain_text(nodes)
-            if text.strip():
-                plain = text
-                break
-        shown = next((nodes for nodes in reversed(options)
-                      if any(html_shows_something(h.html) for h in html_nodes(nodes))), None)
-        if shown is None and plain is not None:
-            shown = next(nodes for nodes in options if plain_text(nodes).strip())
-            shown = [n for n in shown if not isinstance(n, Html)]
-        if shown is None:
-            shown = next((nodes for nodes in reversed(options) if visible(nodes)), None)
-        if shown is None:  # nothing shows anything: keep the HTML as it was (search text, raw view)
-            shown = next((nodes for nodes in reversed(options) if html_nodes(nodes)), [])
-        return [Alternative(shown, plain)] if shown or plain is not None else []
+        """The attachments of every option are kept (an option not shown may hold the only copy)."""
+        return choose_alternative([self.walk(child, depth + 1) for child in children])
 
     def _related(self, part: Message, children: list[Message], depth: int) -> list[Node]:
         if not children:
             return []
-        root = 0
-        start = param(part, "start").strip().strip("<>")
-        if start:
-            for i, child in enumerate(children):
-                if _content_id(child) == start:
-                    root = i
-                    break
+        root = _related_root(part, children)
         nodes = self.walk(children[root], depth + 1)
         markup = "\n".join(h.html for h in html_nodes(nodes)).lower()
         for i, child in enumerate(children):
@@ -406,12 +385,7 @@ class _Walker:
                 self.note(f"forwarded mails nested more than {MAX_FORWARDED} deep are kept as attachments")
             self.files.append(index)
             return []
-        h = Fields(inner, self.hints)
-        sender = _sender(h)
-        headers = {"from": _shown_address(sender) if sender else "",
-                   "to": ", ".join(_shown_address(a) for a in _addresses(h, "to")),
-                   "cc": ", ".join(_shown_address(a) for a in _addresses(h, "cc")),
-                   "date": fold_ws(h.text("date") or ""), "subject": h.decoded("subject") or ""}
+        headers = _forwarded_headers(inner, self.hints)
         outer_files, self.files = self.files, []
         self.forwarded += 1
         try:
@@ -438,25 +412,16 @@ class _Walker:
             ctype = "text/plain"
         if ctype in SHOWN_IMAGES and disposition in ("", "inline"):
             return [Image(self._attach(part, ctype, broken))]  # RFC 2183: shown in place, and a file
-        if ctype not in ("text/plain", "text/html") or disposition == "attachment" \
-                or (named and disposition != "inline"):
+        if ctype not in SHOWN_TEXT or disposition == "attachment" or (named and disposition != "inline"):
             self._attach(part, ctype, broken)
             return []
         file = self._attach(part, ctype, broken) if named else None  # inline with a name: shown and a file
         data = decode_payload(part, self.notes)
-        charset = param(part, "charset") or None
         if ctype == "text/plain":
             data, files = extract_uu_blocks(data)
             for name, payload in files:
                 self._add_file(name, payload)
-            text = _newlines(decode_text(data, charset, self.notes))
-            if param(part, "format").lower() == "flowed":
-                text = unflow(text, param(part, "delsp").lower() == "yes")
-            return [Text(text, file)]
-        if not charset:
-            m = _HTML_CHARSET_RE.search(data, 0, 4096)
-            charset = m.group(1).decode("ascii") if m else None
-        return [Html(_newlines(decode_text(data, charset, self.notes)), file)]
+        return [_text_node(part, ctype, data, file, self.notes)]
 
     def _raw_filename(self, part: Message) -> str:
         return (param(part, "filename", "content-disposition", self.hints)
@@ -469,16 +434,9 @@ class _Walker:
             data = attached_bytes(part, self.linesep)
         else:
             data = decode_payload(part, self.notes)
-        filename = _clean_filename(self._raw_filename(part), self.notes)
-        if not filename and transfer_encoding(part) == "x-uuencode":
-            filename = _clean_filename(uudecode(as_sent(part))[0] or "", self.notes)
         content_id = _content_id(part)
         inline = disposition == "inline" or (disposition == "" and content_id is not None)
-        if not filename:
-            if ctype in _MAILS:
-                filename = _eml_name(data, self.notes)
-            else:
-                filename = default_filename(ctype, inline)
+        filename = _attachment_name(part, self._raw_filename(part), ctype, inline, data, self.notes)
         if broken:
             raw_type = header_text(part.get("content-type", ""), self.hints)
             self.note(f"part with unparseable Content-Type {fold_ws(raw_type)[:80]!r} "
@@ -494,6 +452,53 @@ class _Walker:
         ctype = mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
         self.attachments.append(Part(filename, ctype, data, None, False))
         self.files.append(len(self.attachments) - 1)
+
+
+def _forwarded_headers(inner: Message, hints: Hints) -> dict[str, str]:
+    """What a forwarded mail shows above its text: From, To, Cc, Date and Subject."""
+    h = Fields(inner, hints)
+    sender = _sender(h)
+    return {"from": _shown_address(sender) if sender else "",
+            "to": ", ".join(_shown_address(a) for a in _addresses(h, "to")),
+            "cc": ", ".join(_shown_address(a) for a in _addresses(h, "cc")),
+            "date": fold_ws(h.text("date") or ""), "subject": h.decoded("subject") or ""}
+
+
+def _related_root(part: Message, children: list[Message]) -> int:
+    """multipart/related (RFC 2387): the part its `start` names, else the first."""
+    start = param(part, "start").strip().strip("<>")
+    if start:
+        for i, child in enumerate(children):
+            if _content_id(child) == start:
+                return i
+    return 0
+
+
+def _text_node(part: Message, ctype: str, data: bytes, file: int | None, notes: list[str]) -> Node:
+    """A text part as it shows: plain text (format=flowed joined; text/enriched read as RFC 1896 says), or
+    HTML, decoded from its charset (for HTML without one, the charset its <meta> names)."""
+    charset = param(part, "charset") or None
+    if ctype == "text/html":
+        if not charset:
+            m = _HTML_CHARSET_RE.search(data, 0, 4096)
+            charset = m.group(1).decode("ascii") if m else None
+        return Html(_newlines(decode_text(data, charset, notes)), file)
+    text = _newlines(decode_text(data, charset, notes))
+    if ctype in ENRICHED_TYPES:
+        text = enriched_to_text(text, ctype)
+    elif param(part, "format").lower() == "flowed":
+        text = unflow(text, param(part, "delsp").lower() == "yes")
+    return Text(text, file)
+
+
+def _attachment_name(part: Message, raw_name: str, ctype: str, inline: bool, data: bytes, notes: list[str]) -> str:
+    """The part's own file name, cleaned; else a uuencoded part's, a forwarded mail's subject, or a default."""
+    filename = _clean_filename(raw_name, notes)
+    if not filename and transfer_encoding(part) == "x-uuencode":
+        filename = _clean_filename(uudecode(as_sent(part))[0] or "", notes)
+    if filename:
+        return filename
+    return _eml_name(data, notes) if ctype in _MAILS else default_filename(ctype, inline)
 
 
 def _shown_address(address: Address) -> str:
@@ -554,7 +559,7 @@ _EXTENSIONS = {
     "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/pjpeg": ".jpg", "image/png": ".png",
     "image/gif": ".gif", "image/bmp": ".bmp", "image/webp": ".webp", "image/tiff": ".tif",
     "image/svg+xml": ".svg", "application/pdf": ".pdf", "application/zip": ".zip",
-    "message/rfc822": ".eml", "text/csv": ".csv", "application/msword": ".doc",
+    "message/rfc822": ".eml", "text/csv": ".csv", "text/enriched": ".txt", "text/richtext": ".txt", "application/msword": ".doc",
     "application/vnd.ms-excel": ".xls", "video/quicktime": ".mov", "audio/mpeg": ".mp3",
 }
 

@@ -3,6 +3,10 @@
 STARTTLS is required and the certificate verified before any AUTH; a server that does not offer
 STARTTLS is refused, never used in plaintext. The XOAUTH2 response goes on the AUTH line (as Exchange
 takes it); a server that refuses the long line ("line too long") gets it after a 334 prompt instead.
+
+Once a message's DATA has begun, a failure without an answer from the server (the connection broke, or
+no answer came in time) is `maybe_sent`: the server may have taken the message and filed it in Sent
+Items, so the outbox must not send it again blindly; the sent-folder lookup decides (outbox/recovery.py).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ class SendFailure(Exception):
     code: int | None = None
     reply: str = ""
     auth: bool = False  # the token or mailbox is the problem
+    maybe_sent: bool = False  # the message was handed over and no answer came: it may have gone
 
     def __str__(self) -> str:
         return self.message
@@ -57,6 +62,17 @@ def explain_smtp(code: int | None, text: str, address: str = "") -> SendFailure:
     if code is not None and code >= 500:
         return SendFailure(f"The mail server refused the message ({reply}).", True, code, reply)
     return SendFailure(f"Sending failed ({reply or 'no answer'}); retrying later.", False, code, reply)
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, remembering whether the current message's DATA began: from then on the server
+    may take the message without the client ever hearing its 250."""
+
+    data_started = False
+
+    async def data(self, message, /, **kwargs):  # type: ignore[override]
+        self.data_started = True
+        return await super().data(message, **kwargs)
 
 
 class SmtpSubmitter:
@@ -96,7 +112,7 @@ class SmtpSubmitter:
                               "retrying later.", False) from None
 
     async def _connect(self, address: str, token: str) -> None:
-        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, tls_context=self.context, start_tls=False,
+        client = _Client(hostname=self.host, port=self.port, tls_context=self.context, start_tls=False,
                                  timeout=self.timeout)
         await client.connect()
         self.client = client
@@ -123,17 +139,25 @@ class SmtpSubmitter:
             raise SMTPResponseException(response.code, response.message)
 
     def send(self, mail_from: str, rcpt_to: list[str], raw: bytes) -> str:
-        """Submit one message; returns the server's answer. Raises SendFailure."""
-        if self.client is None:
+        """Submit one message; returns the server's answer. Raises SendFailure (`maybe_sent` when the
+        connection broke or went silent after DATA began)."""
+        client = self.client
+        if client is None:
             raise SendFailure("Not connected.", False)
+        client.data_started = False
         try:
-            errors, reply = self._run(self.client.sendmail(mail_from, rcpt_to, raw))
-        except SMTPResponseException as exc:
+            errors, reply = self._run(client.sendmail(mail_from, rcpt_to, raw))
+        except SMTPResponseException as exc:  # the server answered: it did not take the message
             if exc.code == 421:  # the server is closing the connection
                 self.close()
             raise explain_smtp(exc.code, exc.message, self.address) from None
         except (SMTPException, OSError, asyncio.TimeoutError) as exc:
             self.close()
+            if client.data_started:
+                raise SendFailure(f"The SMTP connection broke after the message was handed to the server, before "
+                                  f"its answer ({type(exc).__name__}): the server may have taken it, so it is not "
+                                  "sent again until the Sent Items folder has been checked for it.", False,
+                                  maybe_sent=True) from None
             raise SendFailure(f"The SMTP connection broke while sending ({type(exc).__name__}); retrying later.",
                               False) from None
         if errors:

@@ -1,4 +1,6 @@
-"""After a crash: an item found "sending" once its lease ran out may or may not have reached the server.
+"""After a crash, or a connection that broke after the message was handed over (the sender leaves such an
+item "sending": SendFailure.maybe_sent): an item found "sending" once its lease ran out may or may not
+have reached the server.
 Exchange files SMTP-submitted mail in the sent folder, so the mailbox is asked for its Message-ID: found
 means sent; not found means it is queued again; no answer (the server or the token unavailable) means
 ask again later. The recovering worker claims the item first (fenced, lease.py), so two workers never
@@ -30,11 +32,12 @@ def recover_stale(rt, session: Session, owner: str) -> int:
         found = in_sent_folder(rt, session, item_id)
         if found is None:
             continue  # cannot tell now; the lease runs out and someone looks again
-        values = dict(state="sent", sent_at=utcnow(), server_reply="found in the sent folder after a restart") \
+        values = dict(state="sent", sent_at=utcnow(), last_error=None,
+                      server_reply="found in the sent folder: the server had taken it") \
             if found else dict(state="queued", next_attempt_at=utcnow())
         if lease.write(session, item_id, owner, token, lease_owner=None, lease_expires_at=None, **values):
             settled += 1
-            log.info("outbox item %s after a crash: %s", item_id, "was sent" if found else "queued again")
+            log.info("outbox item %s left \"sending\": %s", item_id, "was sent" if found else "queued again")
     return settled
 
 

@@ -4,7 +4,9 @@ Exactly once: an item is claimed ("sending", a fenced lease: lease.py) before su
 renewed right before the message is handed over, and it is marked "sent" right after the server's
 answer, by a write that holds only if the claim is still this worker's. A crash in between leaves it
 "sending" for recovery.py. The one window no protocol closes: the server took the message and the
-worker died before the commit; the sent-folder lookup finds it then.
+worker died before the commit, or the connection broke after the message was handed over and before
+the server's answer; the sent-folder lookup decides then, and nothing else may: an item whose DATA
+began is never queued again by the sender itself (SendFailure.maybe_sent leaves it "sending").
 """
 from __future__ import annotations
 
@@ -72,7 +74,10 @@ class Sender:
                     reply = submitter.send(item.mail_from, [r.strip() for r in item.rcpt_to.split(",") if r.strip()],
                                            item.raw)
                 except SendFailure as failure:
-                    ok = self._failed(session, item, token, failure) and ok
+                    if failure.maybe_sent:
+                        self._maybe_sent(session, item, token, failure)
+                    else:
+                        ok = self._failed(session, item, token, failure) and ok
                     if submitter is not None and (failure.auth or not submitter.connected):
                         submitter.dispose()
                         submitter = None
@@ -90,6 +95,13 @@ class Sender:
                            lease_owner=None, lease_expires_at=None):
             log.error("outbox item %s was sent, but its claim had been taken over meanwhile; the recovering "
                       "worker finds it in the sent folder", item.id)
+
+    def _maybe_sent(self, session: Session, item: OutboxItem, token: int, failure: SendFailure) -> None:
+        """The server may have taken it: it stays "sending" under the lease renewed before the submission,
+        and once that runs out recovery.py asks the sent folder (found: sent; not found: queued again)."""
+        log.warning("outbox item %s: %s", item.id, failure.message)
+        lease.write(session, item.id, self.worker_id, token, attempts=item.attempts + 1, last_error=failure.message,
+                    server_reply=None)
 
     def _failed(self, session: Session, item: OutboxItem, token: int, failure: SendFailure) -> bool:
         attempts = item.attempts + 1

@@ -26,6 +26,12 @@ class PassResult:
     failed: int = 0
     deferred: int = 0  # of the imported, how many wait for their body to be extracted (extract.py)
     ticket_ids: set[int] = field(default_factory=set)
+    # where the pass's time went, in seconds (import_pass.py): "list" (select the folder, find the new UIDs),
+    # "fetch" (waiting for fetched, parsed and, on SQLite, durably packed mail), "store" (ingest and commit)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def spent(self, phase: str, seconds: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
     def summary(self) -> str:
         return (f"{self.imported} imported, {self.duplicates} already known, {self.ignored} ignored, "

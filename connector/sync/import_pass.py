@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session
@@ -76,6 +77,7 @@ class ImportPass:
         self.result = PassResult()
 
     def run(self, session: Session, account: Account) -> PassResult:
+        started = time.monotonic()
         state = self.mailbox.select(account.folder)
         if account.uidvalidity != state.uidvalidity:
             if account.uidvalidity is not None:
@@ -91,6 +93,7 @@ class ImportPass:
         if resume is not None:
             resume(account.sync_cursor, account.last_uid)
         uids = self.mailbox.uids_after(account.last_uid)
+        self.result.spent("list", time.monotonic() - started)
         if not uids:
             if self._position(account):
                 self.fence.commit(session)
@@ -99,7 +102,9 @@ class ImportPass:
         if min(batch_size, len(uids)) >= DEFER_BODIES_FROM:
             parse_pool.warm_up()  # a backlog: the parser processes start while the first batch is fetched
         account.sync_total, account.sync_done = len(uids), 0
+        committing = time.monotonic()
         self.fence.commit(session)
+        self.result.spent("store", time.monotonic() - committing)
         blocked = False  # a mail to retry stops last_uid from moving past it
         batches = [uids[start:start + batch_size] for start in range(0, len(uids), batch_size)]
         writer = ThreadPoolExecutor(PACK_WRITERS, thread_name_prefix=f"{threading.current_thread().name}-packs") \
@@ -108,8 +113,15 @@ class ImportPass:
         fetcher = Fetcher(self.mailbox, batches, lambda fetched: self._prepare(fetched, writer), self.progress)
         fetcher.start()
         try:
+            waiting = time.monotonic()
             for batch, parsed in fetcher.parsed_batches():
-                blocked = self._store(session, account, batch, parsed(), blocked, len(uids), fetcher.actions)
+                items = parsed()
+                storing = time.monotonic()
+                self.result.spent("fetch", storing - waiting)
+                blocked = self._store(session, account, batch, items, blocked, len(uids), fetcher.actions)
+                del items
+                waiting = time.monotonic()
+                self.result.spent("store", waiting - storing)
                 del parsed
                 parse_pool.release_memory()  # a batch's mail and what was parsed from it: back to the system
                 if self.should_stop():

@@ -22,6 +22,7 @@ from .base import Mailbox, MailboxError, Submitter
 from .imap import ImapTransport
 
 log = logging.getLogger(__name__)
+SMTP_TIMEOUT_SECONDS = 60.0  # for each SMTP step, and for one whole message (see open_submitter)
 
 
 class MailServers:
@@ -38,6 +39,7 @@ class MailServers:
         self._check_transport(account)
         if account.transport == "graph":
             return graph_transport.open_mailbox(self.rt, session, account)
+        graph_transport.forget_subscription(self.rt, session, account)  # switched back from Graph: once
         servers = self._servers(account)
         factory = self.gmail_factory if account.provider == "google" else self.imap_factory
         for force_refresh in (False, True):
@@ -73,7 +75,10 @@ class MailServers:
         except tokens.TokenUnavailable as exc:
             raise SendFailure(exc.message, exc.fix_needed, auth=True) from None
         servers = self._servers(account)
-        submitter = SmtpSubmitter(servers.smtp_host, servers.smtp_port, self.rt.settings.ca_bundle)
+        # A send must end well within its item's lease, or another worker's sent-folder lookup could run
+        # before the server has filed the copy and queue it again: the lease is renewed right before each send.
+        timeout = min(SMTP_TIMEOUT_SECONDS, self.rt.settings.worker.sending_lease_seconds / 3)
+        submitter = SmtpSubmitter(servers.smtp_host, servers.smtp_port, self.rt.settings.ca_bundle, timeout=timeout)
         try:
             submitter.connect(account.address, token)
         except SendFailure as failure:

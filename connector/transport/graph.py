@@ -204,10 +204,11 @@ def message_id_of(raw: bytes) -> str:
 class GraphSubmitter:
     """The outbox's `Submitter` over Graph's sendMail with the MIME body (Exchange keeps the headers).
 
-    sendMail is never retried blindly: when its answer is lost (network, 5xx), Sent Items is asked for
-    the Message-ID for a few seconds; found means sent. Not found is a transient failure: the outbox
-    tries again later, and if the copy appears meanwhile the recovery (outbox/recovery.py) would find it
-    first only for items left "sending" - so the lookup waits long enough for Exchange to file the copy."""
+    sendMail is never retried blindly: when its answer is lost (network, 500, 502, 504), Sent Items is asked
+    for the Message-ID for a few seconds; found means sent. Not found yet is `maybe_sent`: the outbox leaves
+    the item "sending", and once its lease runs out the recovery (outbox/recovery.py) asks Sent Items again
+    (found: sent; not found: queued), so a copy that Exchange files late is never sent a second time. A 503
+    (the service did not take the request) not found in Sent Items is an ordinary transient failure."""
 
     def __init__(self, graph: GraphMailbox, sleep: Callable[[float], None] = time.sleep) -> None:
         self.graph = graph
@@ -223,9 +224,13 @@ class GraphSubmitter:
         try:
             self.graph.send_mime(raw)
         except GraphError as exc:
-            if exc.status in (None, 500, 502, 503, 504) and not exc.throttled and not exc.permanent \
-                    and self._was_sent(raw):
+            answer_lost = exc.status in (None, 500, 502, 503, 504) and not exc.throttled and not exc.permanent
+            if answer_lost and self._was_sent(raw):
                 return "202 Accepted (the answer was lost; found in Sent Items)"
+            if answer_lost and exc.status != 503:
+                raise SendFailure(f"{exc.message} Microsoft Graph may have taken the mail, so it is not sent again "
+                                  "until Sent Items has been checked for it once more.", False, code=exc.status,
+                                  reply=exc.code, maybe_sent=True) from None
             raise SendFailure(exc.message, exc.permanent or exc.reconnect, code=exc.status, reply=exc.code,
                               auth=exc.reconnect or exc.auth) from None
         return "202 Accepted by Microsoft Graph (sendMail)"

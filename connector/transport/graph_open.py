@@ -40,9 +40,11 @@ def token_source(rt, account_id: int, purpose: str):
     return source
 
 
-def graph_mailbox(rt, account: Account) -> GraphMailbox:
+def graph_mailbox(rt, account: Account, source=None) -> GraphMailbox:
+    """Over the account's own tokens (tokens.py), or `source(force_refresh) -> token` when given."""
     shared = is_shared(account)
-    return GraphMailbox(account.address, token_source(rt, account.id, token_purpose(account)), shared=shared,
+    source = source or token_source(rt, account.id, token_purpose(account))
+    return GraphMailbox(account.address, source, shared=shared,
                         user=account.token_owner or account.address, graph_host=rt.settings.microsoft.graph_host,
                         ca_bundle=rt.settings.ca_bundle)
 
@@ -82,7 +84,50 @@ def open_submitter(rt, session: Session, account: Account) -> GraphSubmitter:
     return GraphSubmitter(graph_mailbox(rt, account))
 
 
-__all__ = ["open_mailbox", "open_submitter", "token_purpose", "SendFailure"]
+def forget_subscription(rt, session: Session, account: Account) -> bool:
+    """A mailbox switched back to IMAP: delete its Graph subscription at Graph, then our record of it, so
+    Graph stops calling about a folder nobody reads over Graph. True when there was one.
+
+    Best effort, and without side effects on the mailbox: a Graph token that cannot be had (consent
+    withdrawn) leaves the IMAP mailbox as it is, not "needs reconnect". A subscription that cannot be
+    deleted expires on its own within its lifetime (at most three days), and its notifications are
+    ignored once our record is gone (their clientState matches nothing)."""
+    from .. import registration
+    from ..crypto import DecryptionError
+    from ..identity.microsoft import IdentityError
+    from ..mail.graph.subscriptions import SubscriptionManager
+    from ..tokens import PURPOSES
+
+    if account.provider != "microsoft" or notify_store.get(session, account.id) is None:
+        return False
+    token = None
+    try:
+        identity = registration.identity(session, rt.settings, rt.vault)
+        cache = rt.vault.decrypt_text(account.token_cache_enc) if account.token_cache_enc else None
+        session.commit()  # the network below: no transaction across it
+        if identity is not None and cache is not None:
+            token, new_cache = identity.access_token(cache, account.home_account_id,
+                                                     PURPOSES[token_purpose(account)])
+            if new_cache is not None:
+                account.token_cache_enc = rt.vault.encrypt(new_cache)  # a rotated refresh token is kept
+    except (IdentityError, DecryptionError) as exc:
+        why = exc.explained.message if isinstance(exc, IdentityError) else str(exc)
+        log.info("%s: no Graph token to delete its old subscription (%s); it expires on its own", account.address,
+                 why[:200])
+    session.commit()
+    graph = None
+    if token is not None:
+        graph = graph_mailbox(rt, account, lambda force_refresh: token)
+    try:
+        SubscriptionManager(rt.db, rt.settings.app.base_url).drop(account.id, graph)
+    finally:
+        if graph is not None:
+            graph.close()
+    log.info("%s: read over IMAP now; its Graph subscription is forgotten", account.address)
+    return True
+
+
+__all__ = ["forget_subscription", "open_mailbox", "open_submitter", "token_purpose", "SendFailure"]
 
 
 def prove_shared_access(rt, identity, connected, shared: str, folder: str) -> None:

@@ -1,4 +1,5 @@
-"""Mailboxes: the list, connecting through Microsoft, reconnecting, disconnecting, members, settings.
+"""Mailboxes: the list (50 a page, searchable by address: mailbox_list.py), connecting through Microsoft,
+reconnecting, disconnecting, members, settings.
 Google's connect and callback are in google_connect.py; Reconnect sends a Google mailbox there.
 
 Who may do what (see accounts.py): every signed-in user may start a connect; the mailbox's owner and
@@ -18,19 +19,18 @@ from flask import (Blueprint, Flask, abort, flash, make_response, redirect, rend
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from wtforms import EmailField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
-from .. import accounts, delegation, google_registration, registration, users
+from .. import accounts, delegation, google_registration, mailbox_list, registration, users
 from ..crypto import DecryptionError
 from ..identity.errors import Explained, explain
 from ..identity.microsoft import STATE_MISMATCH, IdentityError
 from ..models import POST_IMPORT_ACTIONS, AccountMember, OutboxItem, User
 from ..transport import choice as transports
 from ..transport import switch as transport_switch
-from . import google_connect
+from . import google_connect, params
 from .context import db, runtime
 from .security import CSP
 
@@ -119,9 +119,12 @@ def _error_page(message: str, status: int = 400):
 @bp.get("/accounts")
 @login_required
 def index():
+    """One page (mailbox_list.PAGE_SIZE rows) of the visible mailboxes, `q` narrowing them by address:
+    every query below is bounded by the page, so the page costs the same at 10 or 3,000 mailboxes."""
     session = db()
     rt = runtime()
-    mailboxes = accounts.visible_accounts(session, current_user)
+    listing = mailbox_list.mailbox_page(session, current_user, page=params.page(), q=params.search_text("q"))
+    mailboxes = listing.items
     current = registration.view(session, rt.settings)  # without decrypting: a lost key must not break this page
     manageable = {a.id for a in mailboxes if accounts.can_manage(current_user, a)}
     owner_ids = {a.connected_by_id for a in mailboxes if a.connected_by_id is not None}
@@ -141,7 +144,8 @@ def index():
         dead_ends |= set(session.scalars(select(OutboxItem.account_id).where(
             OutboxItem.account_id.in_(imap_ids), OutboxItem.state.in_(("failed", "queued")),
             OutboxItem.last_error.like(f"%{transports.SMTP_AUTH_OFF}%"))))
-    page = render_template("accounts/index.html", mailboxes=mailboxes, members=members, owners=owners,
+    page = render_template("accounts/index.html", mailboxes=mailboxes, listing=listing, back=_back_args(listing),
+                           members=members, owners=owners,
                            transports=transports.TRANSPORTS, default_transport=transports.default_transport(session),
                            dead_ends=dead_ends, way_out=transports.WAY_OUT.strip(),
                            manageable=manageable, registered=current is not None and current.secret_set,
@@ -150,6 +154,27 @@ def index():
                                a.id: SettingsForm(obj=a, prefix=f"a{a.id}") for a in mailboxes if a.id in manageable})
     google_reconnect = any(a.provider == "google" for a in mailboxes if a.id in manageable)
     return _with_connect_csp(make_response(page), google=google_registered or google_reconnect)
+
+
+def _back_args(listing: mailbox_list.MailboxPage) -> dict[str, str]:
+    """The page and search the row forms came from (hidden fields), so an action returns to them."""
+    back = {}
+    if listing.q:
+        back["back_q"] = listing.q
+    if listing.page > 1:
+        back["back_page"] = str(listing.page)
+    return back
+
+
+def _back():
+    """Redirect to the Mailboxes page the form was on (its page and search), or to the first page.
+    The values come from the form's hidden fields and are read as strictly as the query string."""
+    q = request.form.get("back_q", "").strip()
+    page = request.form.get("back_page", "")
+    q = q if q and len(q) <= params.MAX_SEARCH and not params.has_control_characters(q) else None
+    page_number = int(page) if page.isascii() and page.isdigit() and len(page) <= len(str(params.MAX_PAGE)) \
+        and 1 < int(page) <= params.MAX_PAGE else None
+    return redirect(url_for(".index", q=q, page=page_number))
 
 
 @bp.post("/accounts/connect/microsoft")
@@ -187,7 +212,7 @@ def switch_transport(account_id: int):
         abort(400, "Choose the transport: imap or graph (Microsoft 365 mailboxes only).")
     if transport == account.transport:
         flash(f"{account.address} already uses {transports.TRANSPORTS[transport]}.", "info")
-        return redirect(url_for(".index"))
+        return _back()
     switched, _ = transport_switch.try_switch(db(), runtime(), account, transport)
     if not switched:
         shared = account.address if accounts.is_shared(account) else None
@@ -200,7 +225,7 @@ def switch_transport(account_id: int):
     flash(f"{account.address} now uses {transports.TRANSPORTS[transport]}."
           + (f" {requeued} failed repl{'y goes' if requeued == 1 else 'ies go'} out again." if requeued else ""),
           "success")
-    return redirect(url_for(".index"))
+    return _back()
 
 
 def _start_flow(*, shared: str | None, login_hint: str | None = None, account_id: int | None = None,
@@ -295,16 +320,9 @@ def _prove_access(identity, connected, shared: str, transport: str = "imap") -> 
 
 def _store_connection(connected, shared: str | None, reconnect_id: int | None) -> accounts.Connection:
     """accounts.connect, committed; raises ConnectRefused. A shared mailbox arrives here proven."""
-    def store() -> accounts.Connection:
-        result = accounts.connect(db(), runtime().vault, current_user, connected, shared_address=shared,
-                                  access_proven=bool(shared), reconnect_id=reconnect_id)
-        db().commit()
-        return result
-    try:
-        return store()
-    except IntegrityError:  # the same mailbox was created at this moment elsewhere: decide again against it
-        db().rollback()
-        return store()
+    return accounts.connect_committed(db(), lambda: accounts.connect(
+        db(), runtime().vault, current_user, connected, shared_address=shared, access_proven=bool(shared),
+        reconnect_id=reconnect_id))
 
 
 def _connected_message(result: accounts.Connection) -> str:
@@ -352,7 +370,7 @@ def disconnect(account_id: int):
     flash(f"{account.address} is disconnected: its tokens are deleted{at_google}, its tickets stay.", "info")
     if not_revoked:
         flash(not_revoked, "error")
-    return redirect(url_for(".index"))
+    return _back()
 
 
 @bp.post("/accounts/<int:account_id>/members")
@@ -362,7 +380,7 @@ def add_member(account_id: int):
     form = MemberForm()
     if not form.validate_on_submit():
         flash("Enter the email of a user to add.", "error")
-        return redirect(url_for(".index"))
+        return _back()
     user = users.find_user(db(), form.email.data)
     if user is None or not user.is_active:
         flash(f"No active user {form.email.data}: add them under Admin > Users first.", "error")
@@ -376,7 +394,7 @@ def add_member(account_id: int):
         flash(f"{user.email} can now see the tickets of {account.address}.", "success")
     else:
         flash(f"{user.email} is a member of {account.address} already.", "info")
-    return redirect(url_for(".index"))
+    return _back()
 
 
 @bp.post("/accounts/<int:account_id>/members/<int:user_id>/remove")
@@ -388,7 +406,7 @@ def remove_member(account_id: int, user_id: int):
         db().commit()
         log.info("mailbox %s: %s removed member %s", account.address, current_user.email, user.email if user else user_id)
         flash(f"{user.email if user else 'The member'} can no longer see the tickets of {account.address}.", "success")
-    return redirect(url_for(".index"))
+    return _back()
 
 
 @bp.post("/accounts/<int:account_id>/settings")
@@ -399,7 +417,7 @@ def settings(account_id: int):
     if form.validate_on_submit():
         if form.post_import_action.data == "move" and not form.move_to_folder.data.strip():
             flash("Name the folder to move imported mail to.", "error")
-            return redirect(url_for(".index"))
+            return _back()
         account.folder = form.folder.data.strip()
         account.post_import_action = form.post_import_action.data
         account.move_to_folder = form.move_to_folder.data.strip()
@@ -408,7 +426,7 @@ def settings(account_id: int):
         flash(f"Settings of {account.address} saved.", "success")
     else:
         flash("The settings were not saved: " + "; ".join(e for errs in form.errors.values() for e in errs), "error")
-    return redirect(url_for(".index"))
+    return _back()
 
 
 def init_app(app: Flask) -> None:

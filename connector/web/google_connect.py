@@ -23,7 +23,6 @@ from flask import (Blueprint, Flask, current_app, flash, redirect, render_templa
                    url_for)
 from flask_login import current_user, login_required
 from joserfc.errors import JoseError
-from sqlalchemy.exc import IntegrityError
 
 from .. import accounts, google_accounts, google_registration
 from ..crypto import DecryptionError
@@ -211,15 +210,8 @@ def callback():
 
 
 def _store(signed_in, reconnect_id: int | None) -> accounts.Connection:
-    def store() -> accounts.Connection:
-        result = google_accounts.connect(db(), runtime().vault, current_user, signed_in, reconnect_id=reconnect_id)
-        db().commit()
-        return result
-    try:
-        return store()
-    except IntegrityError:  # the same address was connected at this moment elsewhere: decide again against it
-        db().rollback()
-        return store()
+    return accounts.connect_committed(db(), lambda: google_accounts.connect(
+        db(), runtime().vault, current_user, signed_in, reconnect_id=reconnect_id))
 
 
 def _connected_message(result: accounts.Connection) -> str:

@@ -81,9 +81,18 @@ def index():
     if partial:
         return jsonify(items=[_row_json(t) for t in result.items], next_page=result.next_page,
                        empty="No tickets match these filters." if any(filters.values()) else "No tickets.")
-    mailboxes = accounts.visible_accounts(db(), current_user)
-    return render_template("tickets/index.html", page=result, filters=filters, mailboxes=mailboxes,
+    return render_template("tickets/index.html", page=result, filters=filters, mailboxes=_mailbox_menu(),
                            statuses=TICKET_STATUSES)
+
+
+MAILBOX_MENU_LIMIT = 50  # more than this, and the filter is a field for the address instead of a menu
+
+
+def _mailbox_menu() -> list | None:
+    """The mailboxes to offer in the filter's menu, or None when there are too many for one (an admin of
+    thousands of mailboxes would get them all in every ticket list page)."""
+    menu = list(db().scalars(accounts.visible_accounts_query(current_user).limit(MAILBOX_MENU_LIMIT + 1)))
+    return menu if len(menu) <= MAILBOX_MENU_LIMIT else None
 
 
 def _row_json(ticket) -> dict:

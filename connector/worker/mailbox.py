@@ -20,6 +20,8 @@ class MailboxRunner:
         self.watch = None
         self.generation = 0  # raised each time it is handed to the watcher
         self.last_result = None
+        self.due_at: float | None = None  # when the watcher handed it over (time.monotonic), and why (watch.py)
+        self.due_why = ""
 
     def run_once(self) -> str:
         """One pass: "ok", "failed" (recorded, backing off) or "lost" (another worker holds the mailbox)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
@@ -70,10 +71,15 @@ class RunningMailboxes:
 
     def _cycle(self, runner: MailboxRunner) -> None:
         try:
+            picked = time.monotonic()
+            due_at, why, runner.due_at = runner.due_at, runner.due_why, None  # a resubmitted pass has none
             runner.end_watch()
             if runner.stop_requested or self.stopping.is_set():
                 return self._finish(runner)
+            ended = time.monotonic()
             outcome = runner.run_once()
+            if outcome == "ok" and why == "news" and due_at is not None:
+                _log_news(runner, due_at, picked, ended, time.monotonic())
             if outcome != "ok" or runner.stop_requested or self.stopping.is_set():
                 return self._finish(runner)
             if runner.sync.has_news():
@@ -116,3 +122,17 @@ class RunningMailboxes:
             rest = list(self.runners.values())
         for runner in rest:  # submitted but cancelled before they ran
             self._finish(runner)
+
+
+def _log_news(runner: MailboxRunner, due_at: float, picked: float, ended: float, done: float) -> None:
+    """For a pass that IDLE news started and that imported mail: where the time from the news to the commit
+    went, so a slow new mail can be told apart (a busy sync pool, ending IDLE, listing, fetching and
+    parsing, storing). One line per new mail, as the import line above it."""
+    result = runner.last_result
+    if result is None or not result.imported:
+        return
+    phases = ", ".join(f"{name} {result.timings[name]:.3f} s" for name in ("list", "fetch", "store")
+                       if name in result.timings)
+    log.info("mailbox %s: news to commit %.3f s (waiting for a sync thread %.3f s, ending IDLE %.3f s, pass "
+             "%.3f s: %s)", runner.account_id, done - due_at, picked - due_at, ended - picked,
+             done - ended, phases)

@@ -86,26 +86,29 @@ class Watcher(threading.Thread):
             heapq.heappush(self._timers, (time.monotonic() + due_in, next(self._seq), runner.generation, runner))
             if runner.watch is not None:
                 if runner.watch.ready():
-                    self._due(runner)
+                    self._due(runner, "news")
                     continue
                 self.selector.register(runner.watch.fileno(), selectors.EVENT_READ, runner)
         for account_id in wakes:
             if account_id in self.watched:
-                self._due(self.watched[account_id])
+                self._due(self.watched[account_id], "wake")
 
     def _readable(self, runner) -> None:
         runner.watch.read_available()
         if runner.watch.news or runner.watch.closed:
-            self._due(runner)
+            self._due(runner, "news" if runner.watch.news else "closed")
 
     def _fire_timers(self) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, generation, runner = heapq.heappop(self._timers)
             if self.watched.get(runner.account_id) is runner and runner.generation == generation:
-                self._due(runner)
+                self._due(runner, "timer")
 
-    def _due(self, runner) -> None:
+    def _due(self, runner, why: str) -> None:
+        """Hand the mailbox to the sync threads; `why` and the moment go with it, so the pass can say how
+        long news waited for a thread (running.py)."""
+        runner.due_at, runner.due_why = time.monotonic(), why
         self.watched.pop(runner.account_id, None)
         runner.generation += 1  # its timer no longer counts
         if runner.watch is not None:

@@ -103,6 +103,11 @@ def test_mailboxes_benchmark_produces_figures(tmp_path, database):
     # every mailbox held by exactly one of the measured workers, each worker's own figures present
     assert sum(w["held_end"] for w in r["per_worker"]) == r["mailboxes"]
     assert all(w["id"] and _number(w["rss_peak_mb"]) and _number(w["cpu_share"]) for w in r["per_worker"])
+    # the paged Mailboxes page timed at size, and the workers' own account of each new mail (news to commit)
+    assert sorted(r["page_ms"]) == ["first_page", "last_page", "search"] and all(map(_number, r["page_ms"].values()))
+    inside = r["inside_worker"]
+    assert 0 < inside["passes"] <= r["mails"] and inside["max_s"] <= r["max_s"], inside
+    assert r["dovecot_processes_without_push"] == 0
 
 
 @DATABASES

@@ -4,11 +4,11 @@ Mail puts anything in a subject, an address, a file name or a line. A mailbox an
 200-character addresses, tickets with 300-character unbroken subjects, a plain-text mail with a
 10,000-character line and a 50-level quote, an HTML mail with the same (and a table wider than any
 screen), a forwarded mail and an attachment with such names, and admin rows with such values: then in
-Chromium, at both widths, the ticket list, both tickets, Mailboxes, the API tokens page and every admin
+Chromium, at both widths, the ticket list, both tickets, Mailboxes (both of its pages, and a search), the API tokens page and every admin
 page must have `scrollWidth <= innerWidth`, and so must every mail frame inside the ticket page. On the
 phone, the list shows each ticket's subject as a link inside the window and the reply form fits.
 
-One `connector serve` and one page per width; nine page loads each.
+One `connector serve` and one page per width; eleven page loads each.
 """
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ def _seed(app, owner) -> list[int]:
                                                              for raw in hostile_mails(MAILBOX)])]
         session.add(ImportFailure(account_id=account.id, uidvalidity=1, uid=7, attempts=3, quarantined=True,
                                   last_error="parse failed: " + LONG_LINE))
+        # enough mailboxes for a second page of Mailboxes (50 a page): its pager and search must fit too;
+        # "box..." sorts before MAILBOX, which is therefore on page 2
+        session.add_all(Account(address=f"box{i:02d}-{ADDRESS}", connected_by_id=owner.id) for i in range(55))
         session.add(User(email=ADDRESS, password_hash="!", role="agent"))
         api_tokens.create(session, session.get(User, owner.id), "N" * api_tokens.MAX_NAME)
     assert None not in ids
@@ -109,7 +112,8 @@ def _frames_loaded(page: Page) -> None:
 @pytest.mark.backends("sqlite")  # the layout does not depend on the database
 def test_no_page_scrolls_sideways_at_laptop_and_phone_widths(app, admin, idp, ca, browser, database_url, tmp_path):
     tickets = _seed(app, admin)
-    paths = ["/tickets", *(f"/tickets/{t}" for t in tickets), "/accounts", "/account/tokens", "/admin/users",
+    paths = ["/tickets", *(f"/tickets/{t}" for t in tickets), "/accounts", "/accounts?page=2",
+             f"/accounts?q={ADDRESS[:150]}", "/account/tokens", "/admin/users",
              "/admin/quarantine", "/admin/microsoft", "/admin/google", "/tickets/new"]
     problems: list[str] = []
     shown_here: dict[str, tuple[str, int]] = {}  # path -> (its text, its mail frames): the values are there
@@ -143,5 +147,7 @@ def test_no_page_scrolls_sideways_at_laptop_and_phone_widths(app, admin, idp, ca
     assert "level 50" in plain[0]
     assert "F" * 60 in plain[0]  # the file name (shortened for display, whole in the download)
     assert html[1] == 1
-    assert MAILBOX in shown_here["/accounts"][0] and ADDRESS in shown_here["/admin/users"][0]
+    assert MAILBOX in shown_here["/accounts?page=2"][0] and ADDRESS in shown_here["/admin/users"][0]
+    assert "Page 1 of 2" in shown_here["/accounts"][0] and "Page 2 of 2" in shown_here["/accounts?page=2"][0]
+    assert "55 mailboxes with" in shown_here[f"/accounts?q={ADDRESS[:150]}"][0]
     assert "parse failed: " + LONG_LINE[:100] in shown_here["/admin/quarantine"][0]

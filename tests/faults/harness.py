@@ -123,20 +123,10 @@ class Outcome:
             if items:
                 shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
                 found.append(f"{len(items)} {label}: {shown}")
-        avoidable = self.avoidable_twice()
-        if avoidable:
-            found.append(f"{len(avoidable)} replies accepted twice: " +
-                         "; ".join(f"{mid}: {why}" for mid, why in list(avoidable.items())[:3]))
+        if self.replies_twice:  # the sent-folder lookup covers every case, a session cut after DATA included
+            found.append(f"{len(self.replies_twice)} replies accepted twice: " +
+                         "; ".join(f"{mid}: {why}" for mid, why in list(self.replies_twice.items())[:3]))
         return found
-
-    def avoidable_twice(self) -> dict[str, str]:
-        """Replies accepted twice where the protocol gave the product a way to know (see `protocol_twice`)."""
-        return {mid: why for mid, why in self.replies_twice.items() if not why.startswith("protocol:")}
-
-    def protocol_twice(self) -> dict[str, str]:
-        """Replies accepted twice because the server took the mail and the session broke before its 250
-        reached the worker: SMTP gives the client no way to know the mail went."""
-        return {mid: why for mid, why in self.replies_twice.items() if why.startswith("protocol:")}
 
     def summary(self) -> str:
         resumes = [k.resume_seconds for k in self.kills if k.resume_seconds is not None]

@@ -28,6 +28,17 @@ class Observer:
             return conn.scalar(select(func.count()).select_from(Article)
                                .where(Article.account_id == account_id, Article.direction == "in"))
 
+    def action_state(self, account_id: int) -> tuple[int, bool]:
+        """(incoming articles committed, whether some committed mail's post-import move or delete is not yet
+        known to have run: `last_uid` past `post_import_done_uid`, the worker is inside the action's phase,
+        sync/post_import.py), in one short read."""
+        with self.engine.connect() as conn:
+            committed = conn.scalar(select(func.count()).select_from(Article)
+                                    .where(Article.account_id == account_id, Article.direction == "in"))
+            last, done = conn.execute(select(Account.last_uid, Account.post_import_done_uid)
+                                      .where(Account.id == account_id)).one()
+        return committed, (last or 0) > (done or 0)
+
     def incoming_by_message_id(self, account_ids: list[int]) -> collections.Counter[tuple[int, str]]:
         """(account id, Message-ID) -> how many incoming articles carry it."""
         with self.engine.connect() as conn:

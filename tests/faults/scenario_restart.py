@@ -32,8 +32,9 @@ def server_restarts(c: Campaign, workers: int = 1) -> Outcome:
     started = time.monotonic()
     out = Outcome(name, c.databases.kind, workers, "Dovecot, the SMTP server, the IdP" +
                   (" and PostgreSQL" if c.databases.restartable else "") + " restarted mid-run")
-    # With several workers a reply left "sending" longer than the sending lease is taken for a crash's (the
-    # lease is neither renewed nor fenced): a slow send on a loaded machine would then be sent twice.
+    # With several workers a reply left "sending" longer than the sending lease is taken for a crash's by
+    # another worker, whose sent-folder lookup may come before the server filed the copy: a slow send on a
+    # loaded machine would then be sent twice. The lease must outlast a submission.
     sending_lease = 5 if workers == 1 else 20
     tuning = Tuning(lease_seconds=5, sending_lease_seconds=sending_lease)
     out.settings = (f"lease_seconds 5, sending_lease_seconds {sending_lease}, access tokens valid "
@@ -160,13 +161,14 @@ SMTP_RESTART = "the SMTP server restarted"
 
 
 def _why_twice(message_id: str, faults: str) -> str:
-    """A reply the SMTP server took, then took again after a restart of that server between the two: the server
-    had taken it and the restart cut the session before the 250 reached the worker (had the 250 arrived, the
-    worker would have recorded the reply as sent), so the worker saw a broken connection and retried."""
+    """A reply the SMTP server took twice, with the faults between. After a restart of the SMTP server that
+    cut the session before the 250 (the worker saw a broken connection after it had handed the mail over), the
+    worker must leave the reply "sending" for the sent-folder lookup: a second acceptance is still a finding.
+    The restart is recorded just before the server stops, so a DATA it finished while stopping may come
+    after the recorded moment: the explanation then names only later faults."""
     if SMTP_RESTART in faults:
-        return ("protocol: the SMTP server took the reply, then restarted before its 250 reached the worker, which "
-                "saw a broken connection and sent it again later (it looks in the sent folder only for replies a "
-                f"crash left \"sending\", not before this retry); faults between: {faults}")
+        return ("session cut: the SMTP server took the reply, then restarted before its 250 reached the worker, "
+                f"which sent it again instead of leaving it to the sent-folder lookup; faults between: {faults}")
     return f"accepted again after: {faults}"
 
 

@@ -20,14 +20,14 @@ def test_figures_count_what_the_outcomes_hold():
     bad = Outcome("post-import-move", "sqlite", 1, "the post-import move", mails=50, seconds=40,
                   kills=[Kill("post-import-move", "post-import move", "at 10", 10, 10, 100, None)],
                   misplaced=["<a@x> still in INBOX", "<b@x> still in INBOX"], replies=3,
-                  replies_twice={"<r@x>": "protocol: the session broke before the 250",
+                  replies_twice={"<r@x>": "session cut: the session broke before the 250",
                                  "<s@x>": "defence failed: accepted again"})
     lines = report(record(ok, bad))
     text = "\n".join(lines)
     assert "| kills (SIGKILL of a worker, each checked to have hit its phase) | 3 |" in text
     assert "| mails checked (each must be exactly one article) | 150 |" in text
     assert "| mails left in the wrong folder (post-import move/delete) | 2 |" in text
-    assert "| replies the SMTP server accepted twice | 2 (1 where" in text and "1 other" in text
+    assert "| replies the SMTP server accepted twice | 2 (1 after the session broke" in text and "1 other" in text
     assert "p50 4.0 s, p95 6.0 s, max 6.0 s" in text
     doc = "\n".join(document(record(ok, bad), lines))
     assert "2 misplaced" in doc and "**never resumed**" in doc and "Nothing lost, duplicated" in doc

@@ -52,17 +52,12 @@ def shared_setup(graph, graph_org):
     return delegate, shared, graph_org.token_source(delegate, SHARED_SCOPES)
 
 
-@pytest.fixture
-def hooks_app(make_app, ca):
-    """The app served over HTTPS (the test CA) on 127.0.0.1, so the stand-in can call its hooks."""
+def _served_over_https(app, ca, port: int):
+    """Serve `app` on 127.0.0.1:port over HTTPS (the test CA), so the stand-in can call its hooks."""
     import threading
 
     from werkzeug.serving import make_server
 
-    from tests.support.net import free_port
-
-    port = free_port()
-    app = make_app(app={"base_url": f"https://127.0.0.1:{port}"})
     server = make_server("127.0.0.1", port, app, threaded=True)
     server.socket = ca.server_context("connector").wrap_socket(server.socket, server_side=True,
                                                                 do_handshake_on_connect=False)
@@ -73,6 +68,29 @@ def hooks_app(make_app, ca):
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def hooks_app(make_app, ca):
+    """The app served over HTTPS (the test CA) on 127.0.0.1, so the stand-in can call its hooks."""
+    from tests.support.net import free_port
+
+    port = free_port()
+    yield from _served_over_https(make_app(app={"base_url": f"https://127.0.0.1:{port}"}), ca, port)
+
+
+@pytest.fixture
+def hooks_graph_app(make_app, ca, graph):
+    """graph_app (below), served over HTTPS like hooks_app: its mailboxes connect through the real flow
+    and get change notifications."""
+    from tests.support.net import free_port
+
+    port = free_port()
+    app = make_app(app={"base_url": f"https://127.0.0.1:{port}"},
+                   microsoft={"graph_host": graph.url, "imap_host": "127.0.0.1", "imap_port": 9,
+                              "smtp_host": "127.0.0.1", "smtp_port": 9},
+                   worker={"poll_interval_seconds": 1})
+    yield from _served_over_https(app, ca, port)
 
 
 @pytest.fixture

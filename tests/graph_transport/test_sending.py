@@ -65,6 +65,29 @@ def test_a_lost_answer_is_settled_by_the_sent_items_lookup(graph, mailbox, alice
     assert not mailbox.find_sent("<twice@helpdesk.test>")  # so the outbox sends it again later
 
 
+def test_a_lost_answer_not_yet_in_sent_items_is_left_to_the_lookup_after_the_lease(graph, mailbox, alice) -> None:
+    """Exchange may file the copy later than the submitter looks: such a mail is `maybe_sent` (the outbox
+    leaves it "sending" for recovery.py's lookup after the lease), never a transient failure to send again.
+    A 503 (the service did not take the request) not found in Sent Items is an ordinary transient failure."""
+    from connector.mail.smtp import SendFailure
+    from connector.transport.graph import GraphSubmitter
+
+    submitter = GraphSubmitter(mailbox, sleep=lambda seconds: None)
+    graph.fail_next(status=504, method="POST", path="/sendMail")  # no answer, and no copy filed yet
+    with pytest.raises(SendFailure) as lost:
+        submitter.send(alice, ["customer@example.org"], reply_from(alice, "<late@helpdesk.test>"))
+    assert lost.value.maybe_sent and not lost.value.permanent
+    assert "not sent again until Sent Items has been checked" in lost.value.message
+    graph.fail_next(status=503, method="POST", path="/sendMail")
+    with pytest.raises(SendFailure) as refused:
+        submitter.send(alice, ["customer@example.org"], reply_from(alice, "<refused@helpdesk.test>"))
+    assert not refused.value.maybe_sent and not refused.value.permanent
+    graph.fail_next(status=504, method="POST", path="/sendMail", after=True)  # sent; only the answer lost
+    assert "found in Sent Items" in submitter.send(alice, ["customer@example.org"],
+                                                   reply_from(alice, "<found@helpdesk.test>"))
+    assert [r.count(b"<found@helpdesk.test>") for r in graph.sent(alice)] == [1]
+
+
 def test_a_network_error_during_send_is_not_retried(graph, mailbox, alice) -> None:
     graph.delay(alice, 1.0)
     mailbox.http.timeout = (5.0, 0.3)  # the answer takes longer than we wait

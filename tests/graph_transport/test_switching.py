@@ -195,3 +195,36 @@ def test_a_shared_mailbox_connects_over_graph_only_with_full_access(graph_app, g
     [sent] = graph.sent_mail(shared)
     assert sent.sender.lower() == delegate.lower()
     assert any(r.path.startswith(f"/v1.0/users/{shared}") for r in graph.requests_for(shared))
+
+
+def test_switching_back_to_imap_deletes_the_graph_subscription(hooks_graph_app, make_org, agent, ca, graph,
+                                                              caplog) -> None:
+    """Graph would otherwise call for up to three days about a folder nobody reads over Graph."""
+    from tests.idp.model import DEFAULT_PERMISSIONS
+    from tests.support.graph import GRAPH_PERMISSIONS
+    from connector.mail.graph import notify_store
+    from connector.mail.graph.subscriptions import SubscriptionManager
+    from connector.transport import MailboxError, graph_open, switch
+
+    rt = hooks_graph_app.extensions["connector"]
+    graph_tenant = make_org(redirect_uri=hooks_graph_app.config["BASE_URL"] + "/auth/microsoft/callback",
+                            permissions=list(DEFAULT_PERMISSIONS) + GRAPH_PERMISSIONS)
+    account_id, address = connect_with_transport(hooks_graph_app, graph_tenant, ca.ca_path, agent, "graph")
+    with rt.db.session() as session:
+        account = session.get(Account, account_id)
+        graph_box = graph_open.graph_mailbox(rt, account)
+    manager = SubscriptionManager(rt.db, hooks_graph_app.config["BASE_URL"], allow_private_hosts=True)
+    assert manager.maintain(account_id, graph_box, "Inbox").active
+    assert len(graph.subscriptions(address)) == 1
+    with rt.db.session() as session:
+        switch.apply(session.get(Account, account_id), "imap")  # as after a sign-in for the IMAP scopes
+        session.commit()
+    with rt.db.session() as session, caplog.at_level("INFO"):
+        try:
+            rt.servers.open_mailbox(session, session.get(Account, account_id))  # the worker, over IMAP now
+        except MailboxError:
+            pass  # IMAP points nowhere here; the subscription is dealt with before the sign-in
+    assert graph.subscriptions(address) == []
+    with rt.db.session() as session:
+        assert notify_store.get(session, account_id) is None
+    assert "Graph subscription is forgotten" in caplog.text

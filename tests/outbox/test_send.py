@@ -237,3 +237,18 @@ def test_running_worker_sends_a_queued_reply_promptly(mail_app, agent, dovecot, 
         assert len(dovecot.messages(customer)) == 1
     finally:
         worker.stop(wait=True, timeout=10)
+
+
+@pytest.mark.parametrize("lease, timeout", [(300, 60.0), (30, 10.0)])
+def test_a_send_cannot_outlast_its_lease(make_app, mail_config, org, ca, agent, dovecot, smtp_server, lease, timeout):
+    """Another worker looks for an item's copy once its lease is over: one send (each SMTP step and the whole
+    message) must end well before, or the lookup could run before the server has filed the copy."""
+    app = make_app(**mail_config, worker={"sending_lease_seconds": lease})
+    account_id, _ = connect(app, org, ca, agent)
+    rt = app.extensions["connector"]
+    with rt.db.session() as session:
+        submitter = rt.servers.open_submitter(session, session.get(Account, account_id))
+    try:
+        assert submitter.timeout == timeout
+    finally:
+        submitter.dispose()

@@ -171,6 +171,28 @@ def test_a_lost_pack_is_reported_not_hidden(mail_app, org, ca, agent, dovecot):
     assert response.status_code == 404
 
 
+@SQLITE_PACKS
+def test_the_parser_processes_read_packed_mail_themselves(mail_app, org, ca, agent, dovecot):
+    """Extraction hands a parser process where a packed mail is (parse_pool.StoredMail), not its bytes; the process
+    reads it and checks its SHA-256, and a mail whose pack is gone comes back as missing."""
+    from connector import parse_pool
+
+    account_id, _ = _backlog(mail_app, org, ca, agent, dovecot)
+    rt = mail_app.extensions["connector"]
+    run_pass(mail_app, account_id)
+    with rt.db.session() as session:
+        ids = extract.pending_ids(session)
+        rows = extract._read_raw(session, ids)
+        raws = {article.id: read_blob(session, article.raw_sha256)
+                for article in session.scalars(select(Article).where(Article.id.in_(ids)))}
+    assert rows and all(isinstance(item, parse_pool.StoredMail) for _, item in rows)
+    assert all(item.read() == raws[article_id] for article_id, item in rows)
+    for pack in _packs(mail_app):
+        pack.unlink()
+    parsed = extract._start(rows, rt.settings.mail.max_message_bytes)()
+    assert [one for _, one in parsed] == [None] * len(rows)
+
+
 def test_the_worker_extracts_a_backlog_in_the_background(mail_app, org, ca, agent, dovecot):
     from connector.worker import Worker
     from tests.support.mail import counts, wait_until

@@ -22,13 +22,13 @@ from tests.support.mail import connect, counts, make_mail, run_pass
 PAGE_BOUND = 20  # seconds for one page on a loaded 2-core machine; the quadratic code took minutes to hours
 
 
-def hang_on_marker(raw: bytes, max_size: int):
+def hang_on_marker(raw: bytes, max_size: int, headers: bool = True):
     """parse_pool._parse_one for these tests (module level: the parser processes import it by name)."""
     from connector.mail.parse import parse_message
 
     if b"X-Test-Hang: yes" in raw:
         time.sleep(3600)
-    return parse_message(raw, max_size=max_size)
+    return parse_message(raw, max_size=max_size, headers=headers)
 
 
 def _ticket_ids_by_subject(app, account_id: int) -> dict[str, int]:

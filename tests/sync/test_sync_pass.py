@@ -123,13 +123,13 @@ def test_connection_cut_in_the_middle_of_a_batch_loses_and_duplicates_nothing(ma
     assert result.imported == 10 - tickets
 
 
-def parse_or_choke(raw: bytes, max_size: int):
+def parse_or_choke(raw: bytes, max_size: int, headers: bool = True):
     """The parse a parser process runs (pickled by name, so module level), choking on the poison."""
     from connector.mail.parse import parse_message
 
     if b"X-Poison: yes" in raw:
         raise ValueError("this mail breaks the importer")
-    return parse_message(raw, max_size=max_size)
+    return parse_message(raw, max_size=max_size, headers=headers)
 
 
 def test_poison_message_is_quarantined_and_the_next_mail_still_arrives(mail_app, org, ca, agent, dovecot, monkeypatch):

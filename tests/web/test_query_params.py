@@ -22,6 +22,7 @@ MALFORMED = {
 # Which route reads which of them (the rest of the app reads none of these).
 READS = {
     "/tickets": ["page", "q", "status", "account", "partial"],
+    "/accounts": ["page", "q"],  # Mailboxes, paged and searchable (connector/mailbox_list.py)
     "/api/v1/tickets": ["page", "q", "status", "account"],
     "/tickets/{ticket_id}/articles/{article_id}/body": ["images"],
     "/tickets/{ticket_id}/attachments/{attachment_id}": ["inline"],
@@ -74,6 +75,8 @@ def test_well_formed_parameters_still_work(world):
             assert api.get("/api/v1/tickets", query_string=query).status_code == 200, query
     found = api.get("/api/v1/tickets", query_string={"account": world.address, "q": "confidential"}).get_json()
     assert [t["subject"] for t in found["items"]] == [world.subject]
+    for query in ({"page": "1"}, {"page": "2"}, {"page": "1000000"}, {"q": world.address.upper()}, {"q": "  "}):
+        assert client.get("/accounts", query_string=query).status_code == 200, query
     live = client.get("/tickets", query_string={"partial": "1"}).get_json()
     assert [row["subject"] for row in live["items"]] == [world.subject]
 

@@ -352,7 +352,7 @@ def test_a_lost_key_means_reconnecting_not_a_crash(make_app, org, ca, monkeypatc
 
 def test_an_unexpected_error_shows_no_stack_trace(app, client, agent, mocker, caplog):
     login(client, agent.email)
-    mocker.patch("connector.accounts.visible_accounts", side_effect=RuntimeError("internal detail 1234"))
+    mocker.patch("connector.mailbox_list.mailbox_page", side_effect=RuntimeError("internal detail 1234"))
     response = client.get("/accounts")
     assert response.status_code == 500
     page = _text(response)
