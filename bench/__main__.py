@@ -44,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
                              "PostgreSQL)")
     parser.add_argument("--minutes", type=float, metavar="M",
                         help="mailboxes benchmark: minutes of steady state (default: 10 at full size)")
+    parser.add_argument("--mails", type=int, metavar="N",
+                        help="import benchmark: this many mails a mailbox (default: 10,000 at full size); a smaller "
+                             "number is for trying a change quickly")
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                         help="write BENCHMARKS.md (default: at full size only)")
     parser.add_argument("--workdir", type=Path, help="keep the servers' files here (default: a temp dir, removed)")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the servers and subprocesses a benchmark started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    write = args.size == "full" if args.write is None else args.write
+    write = (args.size == "full" and args.mails is None) if args.write is None else args.write
     names = args.only or list(BENCHES)
     options = {key: value for key in ("mailboxes", "workers", "minutes")
                if (value := getattr(args, key)) is not None}
@@ -58,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mailboxes, --workers and --minutes are options of the mailboxes benchmark")
     if any(value <= 0 for value in options.values()):
         parser.error("--mailboxes, --workers and --minutes must be positive")
+    if args.mails is not None and ("import" not in names or args.mails <= 0):
+        parser.error("--mails is a positive number of mails for the import benchmark")
+    import_options = {"mails": args.mails} if args.mails is not None else {}
     command = "python -m bench" + "".join(f" --only {n}" for n in (args.only or [])) + \
         (f" --size {args.size}" if args.size != "full" else "") + \
         (f" --database {args.database}" if args.database != "sqlite" else "") + \
-        "".join(f" --{key} {value:g}" for key, value in options.items())
+        "".join(f" --{key} {value:g}" for key, value in {**options, **import_options}.items())
     failed = False
     for name in names:
         module = BENCHES[name]
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             result = module.run(workdir, args.size, log=lambda s: print(s, flush=True), database=args.database,
-                                **(options if name == "mailboxes" else {}))
+                                **(options if name == "mailboxes" else import_options if name == "import" else {}))
         except Exception:  # noqa: BLE001 - report, keep the work dir, go on with the next benchmark
             traceback.print_exc()
             print(f"!! {name} failed; files kept in {workdir}", flush=True)

@@ -16,6 +16,7 @@ imported is deleted again; one left by a crash before its commit is unreferenced
 PostgreSQL keeps every byte in the database (`blobs.data`, lz4-compressed: revision 0006): it takes
 concurrent writers, and several worker machines share it, which they could not do with a local folder.
 `BlobFiles.for_bind` gives no folder for it, and `bulk_insert.store_blobs` refuses pack references there.
+A backlog's raw mail is committed there ahead of its batch, over other connections (raw_writer.py).
 """
 from __future__ import annotations
 
@@ -41,10 +42,12 @@ _PACK_NAME = re.compile(r"[0-9]{14}-[0-9a-f]{32}")
 
 @dataclass(frozen=True)
 class Packed:
-    """Where one blob was written: its SHA-256, the pack and the offset of its bytes in it."""
+    """Where one blob was written ahead of the batch that refers to it: its SHA-256, the pack and the offset of
+    its bytes in it (SQLite), or no pack (None) when it is committed in the `blobs` table already (PostgreSQL's
+    raw writers, raw_writer.py)."""
     sha256: str
     size: int
-    pack: str
+    pack: str | None
     offset: int
 
 

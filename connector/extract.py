@@ -58,11 +58,12 @@ def pending_ids(session: Session, account_ids: Iterable[int] | None = None, limi
 def _read_raw(session: Session, article_ids: list[int]) -> list[tuple[int, bytes | parse_pool.StoredMail | None]]:
     """Each article's raw mail: its bytes (kept in the database), where it is in a pack file (a parser process
     reads it there: parse_pool.StoredMail), or None if it is nowhere to be found."""
-    rows = session.execute(select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
-                                  case((Blob.pack.is_(None), Blob.data), else_=None))
-                           .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
-                           .where(Article.id.in_(article_ids), or_(_PENDING, _LEGACY))
-                           .order_by(Article.id)).all()
+    rows = bulk_insert.binary_rows(session.connection(),  # bytea as bytes, not hex text, on PostgreSQL
+                                   select(Article.id, Article.raw_sha256, Blob.pack, Blob.pack_offset, Blob.size,
+                                          case((Blob.pack.is_(None), Blob.data), else_=None))
+                                   .outerjoin(Blob, Blob.sha256 == Article.raw_sha256)
+                                   .where(Article.id.in_(article_ids), or_(_PENDING, _LEGACY))
+                                   .order_by(Article.id))
     files = BlobFiles.for_bind(session.get_bind()) if any(row[2] for row in rows) else None
     return [(article_id, data if pack is None else _stored(files, pack, offset, size, sha256))
             for article_id, sha256, pack, offset, size, data in rows]

@@ -193,3 +193,80 @@ def test_two_writers_storing_the_same_bytes_both_commit(rt):
     assert outcome == {"second": "committed"}
     with rt.db.session() as session:
         assert read_blob(session, digest) == data
+
+
+@pytest.mark.backends("postgresql", reason="the raw writers write PostgreSQL's table (raw_writer.py)")
+def test_the_raw_writer_commits_each_mail_once_byte_for_byte(rt):
+    """Binary COPY, committed by the writer itself; bytes stored already (a retry after a kill) are not
+    written again, and the result gives each mail's SHA-256 in order, duplicates included."""
+    from sqlalchemy import func, select
+
+    from connector import raw_writer
+    from connector.models import Blob
+
+    mails = [b"\x00raw mail\r\n\xff" * 1000, b"Subject: x\r\n\r\nbody", b"\x00raw mail\r\n\xff" * 1000]
+    first = raw_writer.write(rt.db.engine, mails)
+    assert [p.sha256 for p in first] == [hashlib.sha256(m).hexdigest() for m in mails]
+    assert [(p.size, p.pack) for p in first] == [(len(m), None) for m in mails]
+    again = raw_writer.submit(rt.db.engine, mails[1:] + [b"a third mail"]).result(timeout=30)
+    assert [p.sha256 for p in again] == [hashlib.sha256(m).hexdigest() for m in mails[1:] + [b"a third mail"]]
+    with rt.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Blob)) == 3
+        for mail in mails + [b"a third mail"]:
+            assert read_blob(session, hashlib.sha256(mail).hexdigest()) == mail
+        # and a batch that refers to them stores nothing more
+        bulk_insert.store_blobs(session.connection(), {}, {p.sha256: p for p in first})
+        assert session.scalar(select(func.count()).select_from(Blob)) == 3
+
+
+@pytest.mark.backends("postgresql", reason="only PostgreSQL has concurrent writers")
+def test_the_raw_writer_commits_when_another_writer_stores_the_same_bytes_meanwhile(rt):
+    """Its COPY meets the other transaction's row: it waits, then takes the slow way (ON CONFLICT DO NOTHING)
+    instead of failing the batch."""
+    import threading
+
+    from connector import raw_writer
+
+    data = b"the same raw mail in two mailboxes"
+    digest = hashlib.sha256(data).hexdigest()
+    first = rt.db.sessionmaker()
+    outcome = {}
+
+    def writer():
+        try:
+            outcome["writer"] = [p.sha256 for p in raw_writer.write(rt.db.engine, [data, b"another mail"])]
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["writer"] = repr(exc)
+
+    try:
+        bulk_insert.store_blobs(first.connection(), {digest: data})
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join(timeout=1)
+        assert thread.is_alive()  # waiting for the first transaction's row
+        first.commit()
+    finally:
+        first.close()
+    thread.join(timeout=20)
+    assert outcome == {"writer": [digest, hashlib.sha256(b"another mail").hexdigest()]}
+    with rt.db.session() as session:
+        assert read_blob(session, digest) == data
+        assert read_blob(session, hashlib.sha256(b"another mail").hexdigest()) == b"another mail"
+
+
+def test_binary_rows_are_the_rows_of_the_query(rt):
+    """PostgreSQL: received in binary format (bytea as bytes, not hex), the same values as SQLAlchemy's."""
+    from sqlalchemy import case, select
+
+    from connector.models import Blob
+
+    data = {hashlib.sha256(raw).hexdigest(): raw for raw in (b"\x00\xff" * 3000, b"", b"plain text")}
+    with rt.db.session() as session:
+        bulk_insert.store_blobs(session.connection(), data)
+    query = (select(Blob.sha256, Blob.size, Blob.pack, case((Blob.pack.is_(None), Blob.data), else_=None))
+             .where(Blob.sha256.in_(list(data))).order_by(Blob.sha256))
+    with rt.db.session() as session:
+        rows = bulk_insert.binary_rows(session.connection(), query)
+        assert rows == [tuple(row) for row in session.execute(query).all()]
+    assert rows == [(digest, len(data[digest]), None, data[digest]) for digest in sorted(data)]
+    assert all(type(row[3]) is bytes for row in rows)

@@ -1,5 +1,5 @@
-"""`bulk_insert.insert_rows` (one multi-row INSERT per chunk on SQLite) stores exactly what SQLAlchemy's
-own insert stores: the same values through the same column types, the same defaults, every chunk."""
+"""`bulk_insert.insert_rows` (one multi-row INSERT per chunk on SQLite, COPY on PostgreSQL) stores exactly what
+SQLAlchemy's own insert stores: the same values through the same column types, the same defaults, every chunk."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -96,7 +96,7 @@ def test_bytes_and_the_search_index(rt):
 
 
 def test_insert_all_gives_each_row_its_own_id_in_order(rt):
-    """`_insert_all` (SQLite: ids set after the maximum; PostgreSQL: INSERT ... RETURNING in row order)."""
+    """`insert_all` (SQLite: ids set after the maximum; PostgreSQL: ids from the table's sequence, rows by COPY)."""
     with rt.db.session() as session:
         account = Account(address="desk@x.test")
         session.add(account)
@@ -110,3 +110,23 @@ def test_insert_all_gives_each_row_its_own_id_in_order(rt):
         stored = dict(session.execute(select(Article.id, Article.message_id)).all())
         assert [stored[i] for i in ids] == [f"<m{i}@x>" for i in range(45)]
         assert bulk_insert.insert_all(conn, Article, []) == []
+
+
+def test_text_with_nul_and_rows_the_orm_adds_afterwards(rt):
+    """PostgreSQL's text cannot hold NUL: COPY stores U+FFFD instead, as every other write does (db.py). The ids
+    that insert_all took are the sequence's, so a row the ORM adds afterwards gets a new one."""
+    with rt.db.session() as session:
+        account = Account(address="desk@x.test")
+        session.add(account)
+        session.flush()
+        ticket_id = _ticket(session, account.id)
+        rows = _rows(account.id, ticket_id, 0, 3)
+        rows[1]["subject"] = "Printer\x00jams"
+        ids = bulk_insert.insert_all(session.connection(), Article, rows)
+        later = Article(account_id=account.id, ticket_id=ticket_id, direction="out", message_id="<later@x>")
+        session.add(later)
+        session.flush()
+        assert later.id not in ids and later.id > max(ids)
+        subject = session.scalar(select(Article.subject).where(Article.id == ids[1]))
+    expected = "Printer\x00jams" if rt.db.is_sqlite else "Printer\ufffdjams"
+    assert subject == expected

@@ -3,7 +3,8 @@ with the new high-water mark (fenced by the lease), then queue its post-import a
 
 Speed, for a big first import: the fetching thread (fetcher.py) fetches batch n+1 and hands it to the
 parser pool and to the pack writers (SQLite: raw mail goes to pack files, see blobs.py) while this thread
-stores batch n; each batch is committed once its pack is durable. A backlog (a batch of
+stores batch n; each batch is committed once its pack is durable. On PostgreSQL a backlog's raw mail is
+committed the same way ahead of its batch, over connections of its own (raw_writer.py). A backlog (a batch of
 `DEFER_BODIES_FROM` mails or more) is parsed whole as far as its memory allowance goes (`parse_whole`: with
 the fast path of mail/fastpath.py that is cheaper than a second pass, and every mail is searchable once it is
 a ticket); its bigger mails are parsed for their headers only, which is enough to dedup, thread and open
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session
 
-from .. import blobs, parse_pool
+from .. import blobs, parse_pool, raw_writer
 from ..ingest import FetchedMail, Ingested, ingest
 from ..mail.parse import MailHeaders
 from ..models import Account
@@ -157,8 +158,9 @@ class ImportPass:
         if whole is not None:
             collect = _headers_where_whole_failed(collect, raws, whole, mail.max_message_bytes,
                                                   mail.parse_timeout_seconds)
-        written = writer.submit(self.files.write_pack, [raw for _, raw in fetched]) \
-            if writer is not None and fetched else None
+        written = writer.submit(self.files.write_pack, raws) if writer is not None and fetched else None
+        if written is None and backlog and self.rt.db.engine.dialect.name == "postgresql":
+            written = raw_writer.submit(self.rt.db.engine, raws)  # committed before this batch is
 
         def results():
             packed: list = [None] * len(fetched)
@@ -169,6 +171,9 @@ class ImportPass:
                     raise SyncError(f"Could not store mail in {self.files.root}: {exc.strerror or exc}. Free disk "
                                     "space or fix the folder's permissions; the import resumes where it stopped.",
                                     retry_after=60) from None
+                except raw_writer.NotStored as exc:
+                    raise SyncError(f"Could not store raw mail in the database: {exc}. The import resumes "
+                                    "where it stopped.", retry_after=60) from None
             return [(uid, raw, parsed) if isinstance(parsed, BaseException) else FetchedMail(raw, parsed, uid, where)
                     for (uid, raw), parsed, where in zip(fetched, collect(), packed)]
         return results
@@ -206,7 +211,8 @@ class ImportPass:
         self.progress.mark(account)
         self.fence.commit(session)
         first = good[0].packed if good else None
-        if first is not None and not any(o in ("new_ticket", "follow_up") for o in outcomes.values()):
+        if first is not None and first.pack is not None \
+                and not any(o in ("new_ticket", "follow_up") for o in outcomes.values()):
             self.files.delete_pack(first.pack)  # nothing new in it (a re-read folder): no row points there
         if done_uids:
             actions.put(done_uids)  # for the fetcher thread, which owns the connection during the pass
