@@ -221,13 +221,18 @@ class ImportPass:
     def _import_one(self, session: Session, account: Account, item) -> str:
         if not isinstance(item, FetchedMail):
             uid, raw, exc = item
-            return record_failure(session, account, uid, raw, exc, self.result)
+            return record_failure(session, account, uid, raw, exc, self.result, self._key_of(uid))
         try:
             with session.begin_nested():
                 (ingested,) = ingest(session, account, [item])
         except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the mailbox
-            return record_failure(session, account, item.uid, item.raw, exc, self.result)
+            return record_failure(session, account, item.uid, item.raw, exc, self.result, self._key_of(item.uid))
         return self._count(ingested, item)
+
+    def _key_of(self, uid: int) -> str | None:
+        """The transport's own id of a mail whose number is not stable across passes (Graph), else None."""
+        key_of = getattr(self.mailbox, "key_of", None)
+        return key_of(uid) if key_of is not None else None
 
     def _count(self, ingested: Ingested, mail: FetchedMail) -> str:
         result = self.result

@@ -18,14 +18,21 @@ MAX_ATTEMPTS = 3
 
 
 def record_failure(session: Session, account: Account, uid: int, raw: bytes, exc: BaseException,
-                   result: PassResult) -> str:
-    """Count a failed import of `uid`; "quarantined" (move on) or "retry" (keep the high-water mark before it)."""
+                   result: PassResult, key: str | None = None) -> str:
+    """Count a failed import of `uid`; "quarantined" (move on) or "retry" (keep the high-water mark before it).
+
+    `key` is the transport's own id of the mail when its numbers are not stable (Microsoft Graph numbers
+    the mails of each pass afresh): the failures are then counted by that id, so one mail's failures are
+    never counted against another that gets its number in a later pass."""
     log.warning("%s: UID %s failed to import: %s: %s", account.address, uid, type(exc).__name__, exc)
-    row = session.scalar(select(ImportFailure).where(ImportFailure.account_id == account.id,
-                                                     ImportFailure.uidvalidity == account.uidvalidity,
-                                                     ImportFailure.uid == uid))
+    if key is not None:
+        where = (ImportFailure.message_key == key,)
+    else:
+        where = (ImportFailure.uidvalidity == account.uidvalidity, ImportFailure.uid == uid)
+    row = session.scalar(select(ImportFailure).where(ImportFailure.account_id == account.id, *where))
     if row is None:
-        row = ImportFailure(account_id=account.id, uidvalidity=account.uidvalidity, uid=uid, attempts=0)
+        row = (ImportFailure(account_id=account.id, message_key=key, attempts=0) if key is not None
+               else ImportFailure(account_id=account.id, uidvalidity=account.uidvalidity, uid=uid, attempts=0))
         session.add(row)
     row.attempts += 1
     row.last_error = f"{type(exc).__name__}: {exc}"[:2000]

@@ -127,6 +127,11 @@ class GraphTransport:
                 break
         return list(self._ids)
 
+    def key_of(self, uid: int) -> str | None:
+        """The Graph id of the mail listed as `uid` in this pass: what an import failure is keyed by, since the
+        numbering starts again at each pass."""
+        return self._ids.get(uid)
+
     def cursor_at(self, last_uid: int) -> str | None:
         """The cursor to commit with high-water mark `last_uid`."""
         if not self._pages:

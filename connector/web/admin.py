@@ -180,7 +180,8 @@ def quarantine_raw(failure_id: int):
     if data is None:
         abort(404, "The raw mail was not kept (it has not failed three times yet).")
     response = Response(data, mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = f'attachment; filename="quarantined-{row.id}-uid-{row.uid}.eml"'
+    which = f"uid-{row.uid}" if row.uid is not None else "graph"
+    response.headers["Content-Disposition"] = f'attachment; filename="quarantined-{row.id}-{which}.eml"'
     return response
 
 
@@ -192,13 +193,19 @@ def quarantine_retry(failure_id: int):
     if not FlaskForm().validate_on_submit():
         abort(400)
     account = db().get(Account, row.account_id)
-    if account.uidvalidity == row.uidvalidity and account.last_uid >= row.uid:
+    if row.message_key is not None:  # Graph: its numbers are per pass; list the folder again from its start
+        account.last_uid, account.sync_cursor = 0, None  # mails imported before are recognised, not fetched
+    elif account.uidvalidity == row.uidvalidity and account.last_uid >= row.uid:
         account.last_uid = row.uid - 1  # the mails after it are recognised by Message-ID
     db().delete(row)
     db().commit()
     runtime().wakeup.set()
-    flash(f"UID {row.uid} of {account.address} will be imported again on the next pass.", "success")
+    flash(f"{_failed_mail(row)} of {account.address} will be imported again on the next pass.", "success")
     return redirect(url_for(".quarantine"))
+
+
+def _failed_mail(row: ImportFailure) -> str:
+    return f"UID {row.uid}" if row.uid is not None else "The mail"
 
 
 def init_app(app: Flask) -> None:

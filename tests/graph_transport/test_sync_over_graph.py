@@ -11,6 +11,7 @@ from connector import outbox, tickets
 from connector.models import Account, Article, OutboxItem, Ticket, User
 from connector.outbox import Sender
 from connector.worker import Worker
+from tests.support.app import csrf_token, login
 from tests.support.mail import counts, make_mail, run_pass, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:response_mode:UserWarning")
@@ -230,8 +231,8 @@ def test_change_notifications_bring_new_mail_without_polling(push_app, make_org,
     assert subscription.notification_url.endswith("/hooks/graph/notifications")
 
 
-def test_a_poison_mail_is_quarantined_over_graph_and_the_others_arrive(graph_app, graph_tenant, agent, connect_graph,
-                                                                      graph, monkeypatch) -> None:
+def test_a_poison_mail_is_quarantined_over_graph_and_the_others_arrive(graph_app, graph_tenant, agent, admin,
+                                                                      connect_graph, graph, monkeypatch) -> None:
     import connector.parse_pool as parsing_module
     from connector.models import ImportFailure
     from tests.sync.test_sync_pass import parse_or_choke
@@ -242,14 +243,28 @@ def test_a_poison_mail_is_quarantined_over_graph_and_the_others_arrive(graph_app
     graph.deliver(address, make_mail(to=address, subject="Fine"))
     outcomes = [run_pass(graph_app, account_id) for _ in range(3)]
     assert [o.failed for o in outcomes] == [1, 1, 0] and outcomes[2].quarantined == 1
+    [poison] = [m for m in graph.messages(address) if b"X-Poison" in m.raw]
     with graph_app.extensions["connector"].db.session() as session:
         failure = session.scalar(select(ImportFailure).where(ImportFailure.account_id == account_id))
         assert failure.quarantined and failure.attempts == 3 and failure.raw_sha256
+        # counted by its Graph id: the numbers of a Graph listing start again at each pass
+        assert failure.message_key in (poison.immutable_id, poison.rest_id) and failure.uid is None
     assert counts(graph_app, account_id) == (1, 1)
     graph.deliver(address, make_mail(to=address, subject="Next"))
     assert run_pass(graph_app, account_id).imported == 1
     assert run_pass(graph_app, account_id).failed == 0  # moved past the quarantined mail for good
     assert counts(graph_app, account_id) == (2, 2)
+    # fixed (here: the parser no longer chokes), an admin imports it again: the folder is listed again
+    monkeypatch.undo()
+    client = graph_app.test_client()
+    login(client, admin.email)
+    page = client.get("/admin/quarantine").get_data(as_text=True)
+    assert "(Microsoft Graph)" in page
+    again = client.post(f"/admin/quarantine/{failure.id}/retry", data={"csrf_token": csrf_token(page)})
+    assert again.status_code == 302
+    result = run_pass(graph_app, account_id)
+    assert result.imported == 1 and result.failed == 0
+    assert counts(graph_app, account_id) == (3, 3)
 
 
 def test_a_lost_sendmail_answer_is_settled_in_sent_items_not_sent_again(graph_app, graph_tenant, agent,
