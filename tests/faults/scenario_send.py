@@ -141,9 +141,11 @@ def _data_wave(c, out, events, installation: Installation, observer: Observer, d
 def _random_wave(c, out, events, installation: Installation, observer: Observer, worker: ProductProcess,
                  wave: int, queue, rng) -> ProductProcess:
     """Queue a wave and kill at a random moment once part of it went out; if the whole wave went out during
-    the random delay, queue another (up to three times)."""
+    the random delay (a small wave goes out in tens of milliseconds on a quiet machine), queue another twice
+    as big, up to six times."""
     wave = max(3, wave)
-    for _ in range(3):
+    for attempt in range(6):
+        wave = wave * 2 if attempt else wave
         born = observer.sent()
         queue(wave)
         goal = born + wave
