@@ -172,8 +172,7 @@ def _back():
     q = request.form.get("back_q", "").strip()
     page = request.form.get("back_page", "")
     q = q if q and len(q) <= params.MAX_SEARCH and not params.has_control_characters(q) else None
-    page_number = int(page) if page.isascii() and page.isdigit() and len(page) <= len(str(params.MAX_PAGE)) \
-        and 1 < int(page) <= params.MAX_PAGE else None
+    page_number = int(page) if params.is_page_number(page) and int(page) > 1 else None
     return redirect(url_for(".index", q=q, page=page_number))
 
 

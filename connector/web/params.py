@@ -37,13 +37,16 @@ def has_control_characters(value: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
 
 
+def is_page_number(value: str) -> bool:
+    """1 to MAX_PAGE in ASCII digits: str.isdigit() accepts "²" and other digits int() refuses."""
+    return value.isascii() and value.isdigit() and len(value) <= len(str(MAX_PAGE)) and 1 <= int(value) <= MAX_PAGE
+
+
 def page(name: str = "page") -> int:
     value = _raw(name)
     if value is None:
         return 1
-    # str.isdigit() accepts "²" and other digits int() refuses; only ASCII 0-9 are a page number
-    if not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_PAGE))) \
-            or not 1 <= int(value) <= MAX_PAGE:
+    if not is_page_number(value):
         raise BadParameter(f"{name} must be a whole number from 1 to {MAX_PAGE:,}.")
     return int(value)
 
