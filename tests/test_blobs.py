@@ -158,31 +158,24 @@ def test_raw_mail_is_stored_compressed_with_lz4_on_postgresql(rt):
     assert method == "lz4" and stored < len(raw) / 10
 
 
-@pytest.mark.backends("postgresql", reason="only PostgreSQL has concurrent writers")
-def test_two_writers_storing_the_same_bytes_both_commit(rt):
-    """The same attachment arriving in two mailboxes at once: the second writer waits for the first and
-    keeps its row, rather than failing on the primary key (and losing its batch)."""
+def _while_a_first_writer_holds(rt, digest: str, data: bytes, second):
+    """Run `second()` in a thread while another transaction has stored `data` and not committed yet; check
+    that it waits for that row, commit the first, and give what `second` returned (or the repr of what it
+    raised)."""
     import threading
 
-    from sqlalchemy import text
-
-    data = b"%PDF-1.4 the same invoice in two mailboxes"
-    digest = hashlib.sha256(data).hexdigest()
-    first = rt.db.sessionmaker()
     outcome = {}
 
-    def second_writer():
+    def run():
         try:
-            with rt.db.session() as second:
-                second.execute(text("SET LOCAL lock_timeout = '20s'"))
-                bulk_insert.store_blobs(second.connection(), {digest: data})
-            outcome["second"] = "committed"
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["second"] = second()
+        except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
             outcome["second"] = repr(exc)
 
+    first = rt.db.sessionmaker()
     try:
         bulk_insert.store_blobs(first.connection(), {digest: data})
-        thread = threading.Thread(target=second_writer)
+        thread = threading.Thread(target=run)
         thread.start()
         thread.join(timeout=1)
         assert thread.is_alive()  # waiting for the first writer's row
@@ -190,7 +183,25 @@ def test_two_writers_storing_the_same_bytes_both_commit(rt):
     finally:
         first.close()
     thread.join(timeout=20)
-    assert outcome == {"second": "committed"}
+    return outcome.get("second", "still waiting after 20 s")
+
+
+@pytest.mark.backends("postgresql", reason="only PostgreSQL has concurrent writers")
+def test_two_writers_storing_the_same_bytes_both_commit(rt):
+    """The same attachment arriving in two mailboxes at once: the second writer waits for the first and
+    keeps its row, rather than failing on the primary key (and losing its batch)."""
+    from sqlalchemy import text
+
+    data = b"%PDF-1.4 the same invoice in two mailboxes"
+    digest = hashlib.sha256(data).hexdigest()
+
+    def second_writer():
+        with rt.db.session() as second:
+            second.execute(text("SET LOCAL lock_timeout = '20s'"))
+            bulk_insert.store_blobs(second.connection(), {digest: data})
+        return "committed"
+
+    assert _while_a_first_writer_holds(rt, digest, data, second_writer) == "committed"
     with rt.db.session() as session:
         assert read_blob(session, digest) == data
 
@@ -223,32 +234,15 @@ def test_the_raw_writer_commits_each_mail_once_byte_for_byte(rt):
 def test_the_raw_writer_commits_when_another_writer_stores_the_same_bytes_meanwhile(rt):
     """Its COPY meets the other transaction's row: it waits, then takes the slow way (ON CONFLICT DO NOTHING)
     instead of failing the batch."""
-    import threading
-
     from connector import raw_writer
 
     data = b"the same raw mail in two mailboxes"
     digest = hashlib.sha256(data).hexdigest()
-    first = rt.db.sessionmaker()
-    outcome = {}
 
     def writer():
-        try:
-            outcome["writer"] = [p.sha256 for p in raw_writer.write(rt.db.engine, [data, b"another mail"])]
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            outcome["writer"] = repr(exc)
+        return [p.sha256 for p in raw_writer.write(rt.db.engine, [data, b"another mail"])]
 
-    try:
-        bulk_insert.store_blobs(first.connection(), {digest: data})
-        thread = threading.Thread(target=writer)
-        thread.start()
-        thread.join(timeout=1)
-        assert thread.is_alive()  # waiting for the first transaction's row
-        first.commit()
-    finally:
-        first.close()
-    thread.join(timeout=20)
-    assert outcome == {"writer": [digest, hashlib.sha256(b"another mail").hexdigest()]}
+    assert _while_a_first_writer_holds(rt, digest, data, writer) == [digest, hashlib.sha256(b"another mail").hexdigest()]
     with rt.db.session() as session:
         assert read_blob(session, digest) == data
         assert read_blob(session, hashlib.sha256(b"another mail").hexdigest()) == b"another mail"

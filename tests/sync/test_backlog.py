@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from connector import extract, users
 from connector.blobs import BlobFiles, read_blob
 from connector.models import Account, Article, Attachment, Blob, Ticket, User
-from connector.sync import DEFER_BODIES_FROM, AccountSync, SyncError, import_pass
+from connector.sync import DEFER_BODIES_FROM, SyncError, import_pass
 from tests.support.app import login
 from tests.support.mail import connect, make_mail, run_pass
 
@@ -221,12 +221,8 @@ def test_a_full_disk_stops_the_pass_with_a_reason_and_loses_nothing(mail_app, or
     dovecot.deliver(address, make_mail(to=address, subject="Kept for later", body="Still here."))
     rt = mail_app.extensions["connector"]
     mocker.patch.object(BlobFiles, "write_pack", side_effect=OSError(28, "No space left on device"))
-    sync = AccountSync(rt, account_id)
-    try:
-        with pytest.raises(SyncError) as failure:
-            sync.run_pass()
-    finally:
-        sync.close()
+    with pytest.raises(SyncError) as failure:
+        run_pass(mail_app, account_id)
     assert "Could not store mail in" in str(failure.value) and "No space left on device" in str(failure.value)
     assert "Free disk space" in str(failure.value) and failure.value.retry_after == 60
     with rt.db.session() as session:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from connector.models import Account, Article, Blob, ImportFailure, Ticket
-from connector.sync import DEFER_BODIES_FROM, AccountSync, SyncError
+from connector.sync import DEFER_BODIES_FROM, SyncError
 from tests.support.app import connector_env
 from tests.support.mail import connect, make_mail, run_pass, wait_until
 
@@ -65,12 +65,8 @@ def test_raw_mail_the_database_refuses_stops_the_pass_before_its_batch(mail_app,
          "CREATE FUNCTION refuse_blob() RETURNS trigger LANGUAGE plpgsql AS "
          "$$ BEGIN RAISE EXCEPTION 'no space left for blobs (test)'; END $$",
          "CREATE TRIGGER refuse_blob BEFORE INSERT ON blobs FOR EACH ROW EXECUTE FUNCTION refuse_blob()")
-    sync = AccountSync(mail_app.extensions["connector"], account_id)
-    try:
-        with pytest.raises(SyncError) as failure:
-            sync.run_pass()
-    finally:
-        sync.close()
+    with pytest.raises(SyncError) as failure:
+        run_pass(mail_app, account_id)
     assert "Could not store raw mail in the database" in str(failure.value)
     assert "no space left for blobs (test)" in str(failure.value) and failure.value.retry_after == 60
     state = _state(mail_app, account_id)

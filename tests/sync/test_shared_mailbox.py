@@ -17,7 +17,6 @@ from sqlalchemy import select
 from connector import outbox
 from connector.models import Account, AccountMember, OutboxItem, Ticket
 from connector.outbox import Sender
-from connector.sync import AccountSync
 from tests.support.app import connect_mailbox, login, reconnect_mailbox
 from tests.support.mail import connect, counts, make_mail, register, run_pass
 from tests.support.net import free_port
@@ -189,12 +188,8 @@ def test_full_access_removed_later_stops_the_sync_with_a_sentence(mail_app, org,
     assert run_pass(mail_app, account_id).imported == 1
     idp.remove_mailbox_access(who, shared)
     dovecot.deliver(shared, make_mail(to=shared, subject="After"))
-    sync = AccountSync(mail_app.extensions["connector"], account_id)
-    try:
-        with pytest.raises(Exception) as caught:
-            sync.run_pass()
-    finally:
-        sync.close()
+    with pytest.raises(Exception) as caught:
+        run_pass(mail_app, account_id)
     assert "Full Access" in str(caught.value)
     assert counts(mail_app, account_id) == (1, 1)
 
