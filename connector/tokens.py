@@ -66,6 +66,27 @@ def access_token(session: Session, rt, account: Account, purpose: str = "mail", 
                                retry_after=None if exc.needs_reconnect else 300 if fix_needed else 30) from None
 
 
+def probe_token(session: Session, rt, account: Account, scopes: list[str]) -> tuple[str | None, str]:
+    """A Microsoft token for `scopes` from the mailbox's stored sign-in, without marking the mailbox when none
+    comes: for questions asked beside its own work (may it switch transport without a sign-in? can its old
+    Graph subscription be deleted?). (token, "") or (None, the reason in words). A rotated refresh token is
+    stored (the caller commits). Commits before the network call: no transaction across it."""
+    if account.token_cache_enc is None:
+        return None, "the mailbox has no stored sign-in"
+    try:
+        identity = registration.identity(session, rt.settings, rt.vault)
+        if identity is None:
+            return None, registration.NOT_REGISTERED
+        cache = rt.vault.decrypt_text(account.token_cache_enc)
+        session.commit()
+        token, new_cache = identity.access_token(cache, account.home_account_id, scopes)
+    except (IdentityError, DecryptionError) as exc:
+        return None, exc.explained.message if isinstance(exc, IdentityError) else str(exc)
+    if new_cache is not None:
+        account.token_cache_enc = rt.vault.encrypt(new_cache)  # a rotated refresh token must not be lost
+    return token, ""
+
+
 def _identity(session: Session, rt, account: Account):
     """(the provider's client for this mailbox or None, the sentence when there is none). Raises DecryptionError."""
     if account.provider == "google":

@@ -92,26 +92,13 @@ def forget_subscription(rt, session: Session, account: Account) -> bool:
     withdrawn) leaves the IMAP mailbox as it is, not "needs reconnect". A subscription that cannot be
     deleted expires on its own within its lifetime (at most three days), and its notifications are
     ignored once our record is gone (their clientState matches nothing)."""
-    from .. import registration
-    from ..crypto import DecryptionError
-    from ..identity.microsoft import IdentityError
     from ..mail.graph.subscriptions import SubscriptionManager
     from ..tokens import PURPOSES
 
     if account.provider != "microsoft" or notify_store.get(session, account.id) is None:
         return False
-    token = None
-    try:
-        identity = registration.identity(session, rt.settings, rt.vault)
-        cache = rt.vault.decrypt_text(account.token_cache_enc) if account.token_cache_enc else None
-        session.commit()  # the network below: no transaction across it
-        if identity is not None and cache is not None:
-            token, new_cache = identity.access_token(cache, account.home_account_id,
-                                                     PURPOSES[token_purpose(account)])
-            if new_cache is not None:
-                account.token_cache_enc = rt.vault.encrypt(new_cache)  # a rotated refresh token is kept
-    except (IdentityError, DecryptionError) as exc:
-        why = exc.explained.message if isinstance(exc, IdentityError) else str(exc)
+    token, why = tokens.probe_token(session, rt, account, PURPOSES[token_purpose(account)])
+    if token is None:
         log.info("%s: no Graph token to delete its old subscription (%s); it expires on its own", account.address,
                  why[:200])
     session.commit()

@@ -17,12 +17,9 @@ import logging
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from .. import registration
 from ..accounts import is_shared
-from ..crypto import DecryptionError
-from ..identity.microsoft import IdentityError
 from ..models import Account, OutboxItem, utcnow
-from ..tokens import PURPOSES
+from ..tokens import PURPOSES, probe_token
 from .choice import TRANSPORTS, token_purpose
 
 log = logging.getLogger(__name__)
@@ -46,23 +43,11 @@ def try_switch(session: Session, rt, account: Account, transport: str) -> tuple[
         raise ValueError(f"unknown transport {transport!r}")
     if account.provider != "microsoft":
         raise ValueError("only Microsoft 365 mailboxes have a choice of transport")
-    if account.token_cache_enc is None:
-        return False, "the mailbox has no stored sign-in"
-    scopes = PURPOSES[token_purpose(transport, is_shared(account))]
-    try:
-        identity = registration.identity(session, rt.settings, rt.vault)
-        if identity is None:
-            return False, registration.NOT_REGISTERED
-        cache = rt.vault.decrypt_text(account.token_cache_enc)
-        session.commit()  # the network below: no transaction across it
-        _, new_cache = identity.access_token(cache, account.home_account_id, scopes)
-    except (IdentityError, DecryptionError) as exc:
-        why = exc.explained.message if isinstance(exc, IdentityError) else str(exc)
+    token, why = probe_token(session, rt, account, PURPOSES[token_purpose(transport, is_shared(account))])
+    if token is None:
         log.info("%s: no %s token from the stored sign-in (%s); a sign-in is needed", account.address,
                  transport, why[:200])
         return False, why
-    if new_cache is not None:
-        account.token_cache_enc = rt.vault.encrypt(new_cache)  # a rotated refresh token must not be lost
     apply(account, transport)
     return True, ""
 
